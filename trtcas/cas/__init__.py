@@ -1,0 +1,1 @@
+"""Storage: bytes and digests. Knows nothing about TensorRT or actions' meaning."""

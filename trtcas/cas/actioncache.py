@@ -1,0 +1,157 @@
+"""The action cache: action key -> what running that action produced.
+
+An entry (like REAPI's ``ActionResult``) names output digests, not bytes; the bytes live
+in the blob store. An entry whose blobs are gone (evicted, quarantined) is a miss, never a
+hit that fails later. Entries are msgpack, written atomically, and a hit refreshes the
+entry's mtime, which is what LRU garbage collection orders by.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import msgpack
+
+from trtcas.cas.atomic import atomic_write_bytes
+from trtcas.cas.blobstore import BlobStore
+from trtcas.cas.counters import Counters
+from trtcas.cas.digest import Digest
+
+log = logging.getLogger(__name__)
+
+WIRE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """Outputs and facts of one successful action run."""
+
+    outputs: Mapping[str, Digest]
+    duration_s: float = 0.0
+    exit_code: int = 0
+    host: str = field(default_factory=socket.gethostname)
+    created_at: float = field(default_factory=time.time)
+    fingerprint: Mapping[str, object] = field(default_factory=dict)
+    log: Digest | None = None
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+    def referenced(self) -> tuple[Digest, ...]:
+        """Every blob this entry needs to be a valid hit."""
+        refs = tuple(self.outputs.values())
+        return refs + ((self.log,) if self.log else ())
+
+    def to_bytes(self) -> bytes:
+        wire = {
+            "v": WIRE_VERSION,
+            "outputs": {name: str(d) for name, d in sorted(self.outputs.items())},
+            "duration_s": float(self.duration_s),
+            "exit_code": self.exit_code,
+            "host": self.host,
+            "created_at": float(self.created_at),
+            "fingerprint": dict(self.fingerprint),
+            "log": str(self.log) if self.log else None,
+            "metadata": dict(self.metadata),
+        }
+        return msgpack.packb(wire, use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ActionResult":
+        wire = msgpack.unpackb(data, raw=False)
+        if not isinstance(wire, dict) or wire.get("v") != WIRE_VERSION:
+            raise ValueError("unknown action-cache entry format")
+        return cls(
+            outputs={name: Digest.parse(text) for name, text in wire["outputs"].items()},
+            duration_s=wire["duration_s"],
+            exit_code=wire["exit_code"],
+            host=wire["host"],
+            created_at=wire["created_at"],
+            fingerprint=wire["fingerprint"],
+            log=Digest.parse(wire["log"]) if wire["log"] else None,
+            metadata=wire["metadata"],
+        )
+
+
+@dataclass(frozen=True)
+class ActionEntry:
+    """An action-cache entry as it lies on disk (for gc, stats and verify)."""
+
+    key_hex: str
+    path: Path
+    mtime: float
+    stored_size: int
+
+
+class ActionCache:
+    """``<root>/ac/<hh>/<key hex>`` -> ActionResult, backed by a BlobStore for outputs."""
+
+    def __init__(self, blobs: BlobStore, counters: Counters | None = None):
+        self.blobs = blobs
+        self.root = blobs.root / "ac"
+        self.counters = counters if counters is not None else Counters(blobs.root / "stats.sqlite")
+
+    def _path(self, key: Digest | str) -> Path:
+        hexd = key.hex if isinstance(key, Digest) else key
+        return self.root / hexd[:2] / hexd
+
+    def read(self, key: Digest | str) -> ActionResult | None:
+        """The stored entry, without checking its blobs; corrupt entries are removed."""
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return ActionResult.from_bytes(data)
+        except Exception as exc:  # any decode failure means a corrupt entry: a miss
+            log.warning("removing corrupt action-cache entry %s (%s)", path.name, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def get(self, key: Digest) -> ActionResult | None:
+        """A hit only if the entry exists and every blob it names is present."""
+        result = self.read(key)
+        if result is None or not all(self.blobs.has(d) for d in result.referenced()):
+            self.counters.add("ac_miss")
+            return None
+        self.counters.add("ac_hit")
+        try:
+            os.utime(self._path(key))
+        except OSError:
+            pass
+        return result
+
+    def put(self, key: Digest, result: ActionResult) -> None:
+        missing = [str(d) for d in result.referenced() if not self.blobs.has(d)]
+        if missing:
+            raise ValueError(f"refusing to cache an action whose outputs are not stored: {missing}")
+        atomic_write_bytes(self._path(key), result.to_bytes())
+
+    def delete(self, key: Digest | str) -> int:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+    def iter_entries(self) -> Iterator[ActionEntry]:
+        if not self.root.is_dir():
+            return
+        for shard in sorted(self.root.iterdir()):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                yield ActionEntry(entry.name, Path(entry.path), st.st_mtime, st.st_size)

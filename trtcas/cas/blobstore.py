@@ -1,0 +1,368 @@
+"""The local content-addressed store: bytes by digest, on disk, never half-written.
+
+Layout: ``<root>/cas/<algo>/<hh>/<hex>`` holds the exact bytes of a blob stored raw (so it
+can be hardlinked, reflinked or mmapped); ``<hex>.zst`` holds a blob that zstd shrank by
+at least ``min_saving``. Weights barely compress (ENVIRONMENT.md measured 1.09x) and
+decompressing is slower than reading, so most large blobs stay raw.
+
+Every write is a temp file on the same filesystem, fsync, chmod read-only, ``os.replace``:
+a crash never leaves a visible partial blob, and two processes storing the same content
+both succeed (each rename installs identical bytes). Every read first checks the blob
+against its digest -- cheaply, through the stat cache, when the file is untouched since it
+was last hashed -- and a blob that fails is moved to ``quarantine/`` and reported as a miss.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import zstandard
+
+from trtcas.cas.atomic import fsync_dir, temp_path_beside
+from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
+from trtcas.cas.statcache import NullStatCache, StatCache
+from trtcas.errors import TrtcasError
+
+log = logging.getLogger(__name__)
+
+ZSTD_SUFFIX = ".zst"
+SAMPLE_BYTES = 4 << 20  # compressibility is judged on the first 4 MiB
+FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) on btrfs/xfs
+
+
+class BlobNotFound(TrtcasError):
+    """The store has no (valid) blob for a digest: a cache miss."""
+
+
+class CorruptBlob(BlobNotFound):
+    """A stored blob no longer matches its digest; it has been quarantined."""
+
+
+class ContentChanged(TrtcasError):
+    """A source file changed between hashing it and storing it."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob as it lies on disk."""
+
+    digest: Digest
+    path: Path
+    compressed: bool
+    stored_size: int
+    mtime: float
+
+
+class _HashingWriter:
+    """Writes raw or zstd-compressed bytes to ``out`` while hashing the raw bytes."""
+
+    def __init__(self, out: BinaryIO, algo: str, compress: bool, level: int, size: int = -1):
+        self._hasher = new_hasher(algo)
+        self._size = 0
+        self._algo = algo
+        self._raw_out = out
+        self._sink = (
+            zstandard.ZstdCompressor(level=level).stream_writer(out, size=size, closefd=False) if compress else out
+        )
+
+    def write(self, data: bytes) -> None:
+        self._hasher.update(data)
+        self._size += len(data)
+        self._sink.write(data)
+
+    def finish(self) -> Digest:
+        if self._sink is not self._raw_out:
+            self._sink.flush(zstandard.FLUSH_FRAME)
+            self._sink.close()
+        self._raw_out.flush()
+        os.fsync(self._raw_out.fileno())
+        return Digest(self._algo, self._hasher.hexdigest(), self._size)
+
+
+class BlobStore:
+    """Local CAS rooted at a cache directory."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        algo: str = DEFAULT_ALGO,
+        statcache: StatCache | NullStatCache | None = None,
+        zstd_level: int = 3,
+        min_saving: float = 0.10,
+    ):
+        self.root = Path(root)
+        self.algo = check_algo(algo)
+        self.statcache = statcache if statcache is not None else StatCache(self.root / "statcache.sqlite")
+        self.zstd_level = zstd_level
+        self.min_saving = min_saving
+        self.blob_root = self.root / "cas" / algo
+        self.tmp_root = self.root / "tmp"
+        self.quarantine_root = self.root / "quarantine"
+
+    # ---- locating ---------------------------------------------------------------------
+    def _raw_path(self, digest: Digest) -> Path:
+        if digest.algo != self.algo:
+            raise BlobNotFound(f"{digest} is a {digest.algo} digest but this store uses {self.algo}")
+        return self.blob_root / digest.hex[:2] / digest.hex
+
+    def locate(self, digest: Digest) -> StoredBlob | None:
+        """Where ``digest`` is stored, raw preferred, or None. Does not verify content."""
+        raw = self._raw_path(digest)
+        for path, compressed in ((raw, False), (raw.with_name(raw.name + ZSTD_SUFFIX), True)):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if not compressed and st.st_size != digest.size:
+                self.quarantine(digest, path, f"size {st.st_size} != {digest.size}")
+                continue
+            return StoredBlob(digest, path, compressed, st.st_size, st.st_mtime)
+        return None
+
+    def has(self, digest: Digest) -> bool:
+        return self.locate(digest) is not None
+
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        """Every blob file in the store (including ones that may be corrupt)."""
+        if not self.blob_root.is_dir():
+            return
+        for shard in sorted(self.blob_root.iterdir()):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                if entry.name.startswith("."):
+                    continue
+                compressed = entry.name.endswith(ZSTD_SUFFIX)
+                hexd = entry.name[: -len(ZSTD_SUFFIX)] if compressed else entry.name
+                try:
+                    st = entry.stat()
+                    size = st.st_size if not compressed else _zstd_content_size(Path(entry.path))
+                except OSError:
+                    continue
+                yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime)
+
+    def iter_temp_files(self) -> Iterator[Path]:
+        """Leftover temp files of interrupted writers (never visible as blobs)."""
+        for base in (self.blob_root, self.tmp_root):
+            if base.is_dir():
+                yield from (p for p in base.rglob(".*.tmp"))
+
+    # ---- writing ----------------------------------------------------------------------
+    def _should_compress(self, sample: bytes) -> bool:
+        if len(sample) < 64:
+            return False
+        compressed = zstandard.ZstdCompressor(level=self.zstd_level).compress(sample)
+        return len(compressed) <= (1.0 - self.min_saving) * len(sample)
+
+    def _install(self, temp: Path, digest: Digest, compressed: bool) -> None:
+        final = self._raw_path(digest)
+        if compressed:
+            final = final.with_name(final.name + ZSTD_SUFFIX)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(temp, 0o444)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+
+    def _write_from(
+        self, first: bytes, rest: Iterator[bytes], directory: Path, stem: str, size: int
+    ) -> tuple[Path, Digest, bool]:
+        """Write a blob whose first chunk is ``first`` into a temp file in ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        compress = self._should_compress(first[:SAMPLE_BYTES])
+        temp = temp_path_beside(directory / stem)
+        try:
+            with open(temp, "wb") as out:
+                writer = _HashingWriter(out, self.algo, compress, self.zstd_level, size)
+                writer.write(first)
+                for chunk in rest:
+                    writer.write(chunk)
+                digest = writer.finish()
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp, digest, compress
+
+    def _store_chunks(self, first: bytes, rest: Iterator[bytes], expected: Digest | None) -> Digest:
+        directory = self._raw_path(expected).parent if expected else self.tmp_root
+        stem, size = (expected.hex, expected.size) if expected else ("stream", -1)
+        temp, digest, compressed = self._write_from(first, rest, directory, stem, size)
+        if expected is not None and digest != expected:
+            temp.unlink(missing_ok=True)
+            raise ContentChanged(f"content changed while being stored (expected {expected}, read {digest}); retry once it is stable")
+        if self.has(digest):
+            temp.unlink(missing_ok=True)
+        else:
+            self._install(temp, digest, compressed)
+        return digest
+
+    def put_bytes(self, data: bytes) -> Digest:
+        digest = hash_bytes(data, self.algo)
+        if not self.has(digest):
+            view = memoryview(data)
+            rest = (bytes(view[i : i + CHUNK]) for i in range(SAMPLE_BYTES, len(data), CHUNK))
+            self._store_chunks(bytes(view[:SAMPLE_BYTES]), rest, digest)
+        return digest
+
+    def put_stream(self, stream: BinaryIO) -> Digest:
+        """Store a stream of unknown content in bounded memory."""
+        first = stream.read(SAMPLE_BYTES)
+        return self._store_chunks(first, iter(lambda: stream.read(CHUNK), b""), None)
+
+    def put_file(self, path: str | os.PathLike) -> Digest:
+        """Store a file; hashes through the stat cache so an already-stored file costs a stat."""
+        path = Path(path)
+        try:
+            digest = self.statcache.digest_of(path, self.algo)
+            if self.has(digest):
+                return digest
+            with open(path, "rb") as stream:
+                first = stream.read(SAMPLE_BYTES)
+                return self._store_chunks(first, iter(lambda: stream.read(CHUNK), b""), digest)
+        except FileNotFoundError as exc:
+            raise TrtcasError(f"cannot store {path}: no such file") from exc
+        except IsADirectoryError as exc:
+            raise TrtcasError(f"cannot store {path}: it is a directory, not a file") from exc
+        except PermissionError as exc:
+            raise TrtcasError(f"cannot store {path}: permission denied") from exc
+
+    # ---- reading ----------------------------------------------------------------------
+    def _content_digest(self, blob: StoredBlob) -> Digest:
+        if not blob.compressed:
+            return self.statcache.digest_of(blob.path, self.algo)
+        return self.statcache.digest_of(blob.path, self.algo, _hash_zstd_file, kind=f"{self.algo}+zstd")
+
+    def _verified(self, digest: Digest) -> StoredBlob:
+        blob = self.locate(digest)
+        if blob is None:
+            raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
+        try:
+            actual = self._content_digest(blob)
+        except (OSError, zstandard.ZstdError) as exc:
+            actual = f"unreadable ({exc})"
+        if actual != digest:
+            self.quarantine(digest, blob.path, f"content is {actual}")
+            raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
+        return blob
+
+    def verify(self, digest: Digest) -> bool:
+        """Re-hash a blob from its bytes (bypassing the stat cache); quarantine it if bad."""
+        blob = self.locate(digest)
+        if blob is None:
+            return False
+        self.statcache.forget(blob.path)
+        try:
+            self._verified(digest)
+        except BlobNotFound:
+            return False
+        return True
+
+    def open(self, digest: Digest) -> BinaryIO:
+        """A readable stream of the blob's (decompressed) bytes, verified first."""
+        blob = self._verified(digest)
+        try:
+            raw = open(blob.path, "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {digest} vanished while being read (evicted?)") from exc
+        if not blob.compressed:
+            return raw
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+
+    def get_bytes(self, digest: Digest) -> bytes:
+        with self.open(digest) as stream:
+            return stream.read()
+
+    def materialize(self, digest: Digest, dest: str | os.PathLike, mode: str = "auto") -> str:
+        """Make ``dest`` a read-only file with the blob's bytes; returns how: reflink,
+        hardlink, copy or decompress.
+
+        ``dest`` is replaced atomically, never written in place: if it was a hardlink into
+        the store, writing through it would corrupt the store.
+        """
+        blob = self._verified(digest)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path_beside(dest)
+        try:
+            method = self._materialize_into(blob, temp, mode)
+            os.chmod(temp, 0o444)
+            os.replace(temp, dest)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return method
+
+    def _materialize_into(self, blob: StoredBlob, temp: Path, mode: str) -> str:
+        if blob.compressed:
+            with open(blob.path, "rb") as src, open(temp, "wb") as out:
+                zstandard.ZstdDecompressor().copy_stream(src, out, write_size=CHUNK)
+            return "decompress"
+        if mode in ("auto", "reflink") and _try_reflink(blob.path, temp):
+            return "reflink"
+        if mode in ("auto", "hardlink"):
+            try:
+                os.link(blob.path, temp)
+                return "hardlink"
+            except OSError as exc:
+                if mode == "hardlink" or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        shutil.copyfile(blob.path, temp)
+        return "copy"
+
+    # ---- removing ---------------------------------------------------------------------
+    def delete(self, digest: Digest) -> int:
+        """Remove every stored form of ``digest``; returns bytes freed on disk."""
+        freed = 0
+        raw = self._raw_path(digest)
+        for path in (raw, raw.with_name(raw.name + ZSTD_SUFFIX)):
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        return freed
+
+    def quarantine(self, digest: Digest, path: Path, reason: str) -> None:
+        """Move a bad blob aside (for a post-mortem) so it is never served again."""
+        log.warning("quarantining %s: %s", digest, reason)
+        self.quarantine_root.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_root / f"{path.name}.{time.time_ns()}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            path.unlink(missing_ok=True)
+
+
+def _try_reflink(src: Path, dest: Path) -> bool:
+    try:
+        with open(src, "rb") as s, open(dest, "wb") as d:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        return True
+    except OSError:
+        dest.unlink(missing_ok=True)
+        return False
+
+
+def _hash_zstd_file(path: Path, algo: str) -> Digest:
+    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+        return hash_stream(io.BufferedReader(stream, CHUNK), algo)
+
+
+def _zstd_content_size(path: Path) -> int:
+    """The decompressed size recorded in a zstd frame header (we always write it)."""
+    with open(path, "rb") as stream:
+        params = zstandard.get_frame_parameters(stream.read(18))
+    if params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
+        return params.content_size
+    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+        return sum(len(chunk) for chunk in iter(lambda: stream.read(CHUNK), b""))

@@ -1,0 +1,65 @@
+"""A cache directory as one object: blob store, action cache, pins, counters.
+
+The hash algorithm is a property of the store, fixed when it is created and recorded in
+``<cache>/store.json``, so a later process cannot mix blake3 and sha256 keys in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from trtcas.cas.actioncache import ActionCache
+from trtcas.cas.atomic import atomic_write_bytes
+from trtcas.cas.blobstore import BlobStore
+from trtcas.cas.counters import Counters
+from trtcas.cas.digest import DEFAULT_ALGO, check_algo
+from trtcas.cas.pins import Pins
+from trtcas.cas.statcache import StatCache
+from trtcas.errors import TrtcasError
+
+STORE_FILE = "store.json"
+
+
+def default_cache_dir() -> Path:
+    """``$TRTCAS_CACHE_DIR``, else ``~/.cache/trtcas``."""
+    env = os.environ.get("TRTCAS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "trtcas"
+
+
+class ContentStore:
+    """Everything stored in one cache directory."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, algo: str | None = None):
+        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.algo = self._settle_algo(algo)
+        self.statcache = StatCache(self.root / "statcache.sqlite")
+        self.counters = Counters(self.root / "stats.sqlite")
+        self.blobs = BlobStore(self.root, self.algo, statcache=self.statcache)
+        self.actions = ActionCache(self.blobs, self.counters)
+        self.pins = Pins(self.root)
+
+    def _settle_algo(self, requested: str | None) -> str:
+        marker = self.root / STORE_FILE
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrtcasError(
+                f"cannot create cache dir {self.root} ({exc.strerror}); pass --cache-dir or set TRTCAS_CACHE_DIR"
+            ) from exc
+        try:
+            recorded = json.loads(marker.read_text())["algo"] if marker.exists() else None
+        except PermissionError as exc:
+            raise TrtcasError(f"cache dir {self.root} is not writable; pass --cache-dir or set TRTCAS_CACHE_DIR") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise TrtcasError(f"cache dir {self.root}: unreadable {STORE_FILE} ({exc}); fix or remove it") from exc
+        if recorded is not None:
+            if requested and requested != recorded:
+                raise TrtcasError(f"cache dir {self.root} uses {recorded}, not {requested}; use another --cache-dir")
+            return check_algo(recorded)
+        algo = check_algo(requested or DEFAULT_ALGO)
+        if not os.access(self.root, os.W_OK):
+            raise TrtcasError(f"cache dir {self.root} is not writable; pass --cache-dir or set TRTCAS_CACHE_DIR")
+        atomic_write_bytes(marker, json.dumps({"algo": algo, "layout": 1}).encode())
+        return algo

@@ -1,0 +1,47 @@
+"""Persistent hit/miss counters for ``trtcas cache stats``.
+
+Counting must never fail or slow a build, so every SQLite error is swallowed: a lost
+increment is a slightly wrong hit rate, nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+
+class Counters:
+    """Named integer counters in ``<cache>/stats.sqlite``, shared by all processes."""
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.db_path = Path(db_path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            self._local.conn = conn
+        return conn
+
+    def add(self, name: str, amount: int = 1) -> None:
+        try:
+            self._conn().execute(
+                "INSERT INTO counter VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, amount),
+            )
+        except sqlite3.Error:
+            pass
+
+    def read(self) -> dict[str, int]:
+        if not self.db_path.exists():
+            return {}
+        try:
+            return dict(self._conn().execute("SELECT name, value FROM counter").fetchall())
+        except sqlite3.Error:
+            return {}

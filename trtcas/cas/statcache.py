@@ -1,0 +1,127 @@
+"""Remember file digests by inode and timestamps, so an unchanged multi-GB file is not re-read.
+
+The rule is ccache's: a file whose mtime or ctime is within the filesystem clock's
+granularity of the moment we hashed it may still be written to in that same tick without
+its timestamps changing, so such a digest is never recorded. ctime is part of the key
+because nothing short of ``utime`` + ``rename`` tricks can rewind it; a same-size rewrite
+that restores the mtime still moves the ctime.
+
+Any SQLite problem (locked too long, corrupt, read-only) degrades to "not cached": a
+stat cache may make a build slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from trtcas.cas.digest import Digest, hash_file
+
+# 2 s covers the coarsest common filesystem clock (FAT); ext4/xfs are far finer.
+DEFAULT_GRANULARITY_NS = 2_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stat_digest (
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, kind TEXT NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    hex TEXT NOT NULL,
+    PRIMARY KEY (dev, ino, kind)
+)
+"""
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class StatCache:
+    """(dev, ino, kind) + (size, mtime_ns, ctime_ns) -> digest, in SQLite, many processes."""
+
+    def __init__(self, db_path: str | os.PathLike, granularity_ns: int = DEFAULT_GRANULARITY_NS):
+        self.db_path = Path(db_path)
+        self.granularity_ns = granularity_ns
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            self._local.conn = conn
+        return conn
+
+    def lookup(self, path: str | os.PathLike, algo: str, kind: str | None = None) -> Digest | None:
+        """The recorded digest if the file is provably unchanged since it was hashed."""
+        try:
+            st = os.stat(path)
+            row = self._conn().execute(
+                "SELECT size, mtime_ns, ctime_ns, hex FROM stat_digest WHERE dev=? AND ino=? AND kind=?",
+                (st.st_dev, st.st_ino, kind or algo),
+            ).fetchone()
+        except (OSError, sqlite3.Error):
+            return None
+        if row is None or tuple(row[:3]) != _signature(st):
+            return None
+        return Digest(algo, row[3], st.st_size)
+
+    def digest_of(
+        self,
+        path: str | os.PathLike,
+        algo: str,
+        compute: Callable[[Path, str], Digest] = hash_file,
+        kind: str | None = None,
+    ) -> Digest:
+        """Digest of ``path``, from the cache when its stat signature still matches.
+
+        ``kind`` separates different digests of the same file (e.g. the digest of a
+        compressed blob's *decompressed* content); it defaults to ``algo``.
+        """
+        cached = self.lookup(path, algo, kind)
+        if cached is not None:
+            return cached
+        before = os.stat(path)
+        digest = compute(Path(path), algo)
+        after = os.stat(path)
+        if _signature(before) == _signature(after) and self._old_enough(after):
+            self._record(after, kind or algo, digest)
+        return digest
+
+    def _old_enough(self, st: os.stat_result) -> bool:
+        newest = max(st.st_mtime_ns, st.st_ctime_ns)
+        return time.time_ns() - newest > self.granularity_ns
+
+    def _record(self, st: os.stat_result, kind: str, digest: Digest) -> None:
+        try:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO stat_digest VALUES (?,?,?,?,?,?,?)",
+                (st.st_dev, st.st_ino, kind, *_signature(st), digest.hex),
+            )
+        except sqlite3.Error:
+            pass  # a stat cache that cannot write is a slower build, not a failed one
+
+    def forget(self, path: str | os.PathLike) -> None:
+        try:
+            st = os.stat(path)
+            self._conn().execute("DELETE FROM stat_digest WHERE dev=? AND ino=?", (st.st_dev, st.st_ino))
+        except (OSError, sqlite3.Error):
+            pass
+
+
+class NullStatCache:
+    """A stat cache that remembers nothing: every lookup hashes (dvc's ``StateNoop``)."""
+
+    def lookup(self, path, algo, kind=None) -> None:
+        return None
+
+    def digest_of(self, path, algo, compute=hash_file, kind=None) -> Digest:
+        return compute(Path(path), algo)
+
+    def forget(self, path) -> None:
+        return None

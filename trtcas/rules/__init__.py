@@ -1,0 +1,1 @@
+"""The TensorRT knowledge. TensorRT itself is imported lazily, inside functions."""
