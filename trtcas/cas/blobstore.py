@@ -51,6 +51,10 @@ class ContentChanged(TrtcasError):
     """A source file changed between hashing it and storing it."""
 
 
+class DigestMismatch(TrtcasError):
+    """Bytes from an untrusted source (a remote cache) are not the blob they claim to be."""
+
+
 @dataclass(frozen=True)
 class StoredBlob:
     """A blob as it lies on disk."""
@@ -217,6 +221,39 @@ class BlobStore:
         first = stream.read(SAMPLE_BYTES)
         return self._store_chunks(first, iter(lambda: stream.read(CHUNK), b""), None)
 
+    def put_verified_stream(self, stream: BinaryIO, expected: Digest) -> Digest:
+        """Store bytes from an untrusted source (a remote cache) only if they are ``expected``.
+
+        The bytes are hashed while they are written to a temp file beside their final place
+        and installed only if hash and size match, so wrong bytes are never visible as a
+        blob, not even briefly. At most ``expected.size + 1`` bytes are read: a server that
+        sends an endless body cannot fill the disk.
+        """
+        directory = self._raw_path(expected).parent
+        remaining = expected.size + 1
+
+        def read(amount: int) -> bytes:
+            nonlocal remaining
+            chunk = stream.read(min(amount, remaining)) if remaining else b""
+            remaining -= len(chunk)
+            return chunk
+
+        first = read(SAMPLE_BYTES)
+        try:
+            temp, digest, compressed = self._write_from(
+                first, iter(lambda: read(CHUNK), b""), directory, expected.hex, expected.size
+            )
+        except zstandard.ZstdError as exc:  # the zstd frame was declared with expected.size
+            raise DigestMismatch(f"received bytes for {expected} are not {expected.size} bytes long; discarded") from exc
+        if digest != expected:
+            temp.unlink(missing_ok=True)
+            raise DigestMismatch(f"received {digest.size} bytes hashing to {digest.short}, not {expected}; discarded")
+        if self.has(digest):
+            temp.unlink(missing_ok=True)
+        else:
+            self._install(temp, digest, compressed)
+        return digest
+
     def put_file(self, path: str | os.PathLike) -> Digest:
         """Store a file; hashes through the stat cache so an already-stored file costs a stat."""
         path = Path(path)
@@ -240,16 +277,23 @@ class BlobStore:
             return self.statcache.digest_of(blob.path, self.algo)
         return self.statcache.digest_of(blob.path, self.algo, _hash_zstd_file, kind=f"{self.algo}+zstd")
 
+    def check(self, blob: StoredBlob, trust_statcache: bool = True) -> str | None:
+        """Why ``blob`` does not hold its digest's content, or None if it does."""
+        try:
+            if not trust_statcache:
+                self.statcache.forget(blob.path)
+            actual = self._content_digest(blob)
+        except (OSError, zstandard.ZstdError) as exc:
+            return f"unreadable ({exc})"
+        return None if actual == blob.digest else f"content is {actual}"
+
     def _verified(self, digest: Digest) -> StoredBlob:
         blob = self.locate(digest)
         if blob is None:
             raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
-        try:
-            actual = self._content_digest(blob)
-        except (OSError, zstandard.ZstdError) as exc:
-            actual = f"unreadable ({exc})"
-        if actual != digest:
-            self.quarantine(digest, blob.path, f"content is {actual}")
+        problem = self.check(blob)
+        if problem:
+            self.quarantine(digest, blob.path, problem)
             raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
         return blob
 
@@ -258,12 +302,10 @@ class BlobStore:
         blob = self.locate(digest)
         if blob is None:
             return False
-        self.statcache.forget(blob.path)
-        try:
-            self._verified(digest)
-        except BlobNotFound:
-            return False
-        return True
+        problem = self.check(blob, trust_statcache=False)
+        if problem:
+            self.quarantine(digest, blob.path, problem)
+        return problem is None
 
     def open(self, digest: Digest) -> BinaryIO:
         """A readable stream of the blob's (decompressed) bytes, verified first."""

@@ -32,7 +32,7 @@ class ContentStore:
     """Everything stored in one cache directory."""
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, algo: str | None = None):
-        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).absolute()
         self.algo = self._settle_algo(algo)
         self.statcache = StatCache(self.root / "statcache.sqlite")
         self.counters = Counters(self.root / "stats.sqlite")
