@@ -1,0 +1,190 @@
+"""Local cache first, then a shared remote one: what a build asks "have we run this before?".
+
+The remote is an optimisation and a team's shared memory, never a dependency: a remote that
+is unreachable, slow, failing or lying turns into a warning and a miss, and a build goes on
+as if it were not configured (pip's ``suppressed_cache_errors`` rule). Two invariants hold
+whatever the remote does:
+
+- Nothing unverified is stored locally. A remote hit installs each blob only after its bytes
+  hashed to their digest while being written (``BlobStore.put_verified_stream``), and the
+  local action entry is written last, once every blob it names is in place.
+- A remote action entry never points at missing blobs: uploads send the blobs first (a HEAD
+  skips those already there) and the action entry last.
+
+Bytes that did not match their digest make the remote untrusted for that digest for the rest
+of the process (``RemoteCache.distrust``), and the remote's circuit breaker turns it off
+after a few consecutive failed requests, with one warning, so a dead server costs a few
+timeouts instead of one per action.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import NamedTuple
+
+from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.blobstore import DigestMismatch
+from trtcas.cas.content_store import ContentStore
+from trtcas.cas.digest import Digest
+from trtcas.cas.remote import RemoteCache, RemoteDisabled, RemoteRejected
+from trtcas.errors import TrtcasError
+
+log = logging.getLogger(__name__)
+
+LOCAL, REMOTE, MISS = "local", "remote", "miss"
+_REFUSED = (401, 403)  # credentials refused: asking again gets the same answer
+
+
+class ActionLookup(NamedTuple):
+    """What a lookup found and where: ``source`` is "local", "remote" or "miss"."""
+
+    result: ActionResult | None
+    source: str
+
+
+class TieredStore:
+    """A local ``ContentStore`` in front of an optional ``RemoteCache``.
+
+    ``upload=False`` makes the remote read-only (CI consumers, laptops on a shared cache they
+    may not write). ``warnings`` collects one line per remote fault, for the caller to show
+    at the end of a build; each is also logged.
+    """
+
+    def __init__(self, local: ContentStore, remote: RemoteCache | None = None, *, upload: bool = True):
+        if remote is not None and remote.algo != local.algo:
+            raise TrtcasError(
+                f"remote cache client hashes with {remote.algo} but the cache dir {local.root} uses {local.algo}"
+            )
+        self.local = local
+        self.remote = remote
+        self.upload = upload
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._announced_off = False
+        # After a 401/403 the same credentials are refused again: stop asking, in that
+        # direction only (read-only-for-anonymous servers are common).
+        self._lookups_refused = False
+        self._uploads_refused = False
+
+    # ---- reading ----------------------------------------------------------------------
+    def get_action(self, key: Digest) -> ActionLookup:
+        """The action's result from the local cache, else from the remote (then made local)."""
+        result = self.local.actions.get(key)
+        if result is not None:
+            return ActionLookup(result, LOCAL)
+        if self._lookups_refused or not self._remote_on():
+            return ActionLookup(None, MISS)
+        try:
+            result = self._fetch_action(key)
+        except Exception as exc:  # a remote fault never fails a build
+            message = f"remote cache lookup of action {key.short} failed, treated as a miss: {_one_line(exc)}"
+            if _refused(exc):
+                self._lookups_refused = True
+                message += "; no more lookups in this process"
+            self._fault(message, exc)
+            result = None
+        self.local.counters.add("remote_hit" if result is not None else "remote_miss")
+        return ActionLookup(result, REMOTE if result is not None else MISS)
+
+    def _fetch_action(self, key: Digest) -> ActionResult | None:
+        remote = self.remote
+        data = remote.get_action(key)
+        if data is None:
+            return None
+        try:
+            result = ActionResult.from_bytes(data)
+        except Exception as exc:
+            raise TrtcasError(f"its action entry is not a trtcas ActionResult ({_one_line(exc)})") from None
+        for digest in dict.fromkeys(result.referenced()):
+            if digest.algo != self.local.algo:
+                raise TrtcasError(f"its action entry names a {digest.algo} blob; this cache uses {self.local.algo}")
+            if self.local.blobs.has(digest):
+                continue
+            if not remote.trusts(digest):
+                log.info("remote hit for %s needs %s, which the remote served wrong before: miss", key.short, digest.short)
+                return None
+            try:
+                fetched = remote.get_blob(digest, lambda body, d=digest: self.local.blobs.put_verified_stream(body, d))
+            except DigestMismatch as exc:
+                remote.distrust(digest)
+                raise TrtcasError(
+                    f"{remote.url} sent wrong bytes for blob {digest} ({_one_line(exc)}); "
+                    "nothing was stored, and this remote is not trusted for that blob again in this process"
+                ) from None
+            if fetched is None:
+                log.info("remote entry for %s names %s, which the remote does not have: miss", key.short, digest.short)
+                return None
+        self.local.actions.put(key, result)
+        return result
+
+    # ---- writing ----------------------------------------------------------------------
+    def put_action(self, key: Digest, result: ActionResult) -> bool:
+        """Record a finished action locally, then share it; True if the remote has it now."""
+        self.local.actions.put(key, result)
+        return self.upload_action(key, result)
+
+    def upload_action(self, key: Digest, result: ActionResult) -> bool:
+        """Upload the blobs ``result`` names (skipping those the remote has), then its entry.
+
+        Returns True if the remote now has the entry; False if uploads are off or it failed
+        (with a warning): the local cache is unaffected either way.
+        """
+        if not self.upload or self._uploads_refused or not self._remote_on():
+            return False
+        remote = self.remote
+        try:
+            for digest in dict.fromkeys(result.referenced()):
+                if not remote.head_blob(digest):
+                    remote.put_blob(digest, lambda d=digest: self.local.blobs.open(d))
+            remote.put_action(key, result.to_bytes())
+        except Exception as exc:  # a remote fault never fails a build
+            message = f"remote cache upload of action {key.short} failed (nothing half-done is visible): {_one_line(exc)}"
+            if _refused(exc):
+                self._uploads_refused = True
+                message += "; no more uploads in this process"
+            self._fault(message, exc)
+            return False
+        return True
+
+    # ---- health -----------------------------------------------------------------------
+    def _remote_on(self) -> bool:
+        if self.remote is None:
+            return False
+        if self.remote.disabled:
+            self._announce_off()
+            return False
+        return True
+
+    def _fault(self, message: str, exc: BaseException) -> None:
+        self.local.counters.add("remote_error")
+        if not isinstance(exc, RemoteDisabled):  # another thread tripped the breaker: no news
+            if not isinstance(exc, (TrtcasError, OSError)):
+                log.warning("unexpected remote-cache fault (a bug; please report it)", exc_info=exc)
+            self._warn(message)
+        if self.remote is not None and self.remote.disabled:
+            self._announce_off()
+
+    def _announce_off(self) -> None:
+        with self._lock:
+            if self._announced_off:
+                return
+            self._announced_off = True
+        self._warn(
+            f"remote cache {self.remote.url} disabled for the rest of this process "
+            f"({self.remote.disabled_reason}); building without it"
+        )
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        with self._lock:
+            self.warnings.append(message)
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, RemoteRejected) and exc.status in _REFUSED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, TrtcasError) else f"{type(exc).__name__}: {text}"
