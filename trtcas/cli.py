@@ -164,6 +164,143 @@ def get(digest: str, output: Path, cache_dir: Path | None) -> None:
     click.echo(f"{output} ({method})", err=True)
 
 
+# ---- build / graph / explain / env -------------------------------------------------------
+def target_argument(func):
+    return click.argument("target", required=False, default="trtcas.toml", type=click.Path(path_type=Path))(func)
+
+
+def set_option(func):
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override any target-file value, e.g. --set engine.optimization_level=5 (repeatable).",
+    )(func)
+
+
+def remote_options(func):
+    func = click.option("--remote-upload/--no-remote-upload", default=True,
+                        help="Upload results after successful actions (off for read-only consumers).")(func)
+    return click.option("--remote", envvar="TRTCAS_REMOTE", default=None, metavar="URL",
+                        help="Bazel-style HTTP cache, e.g. http://cache:8080 (default: $TRTCAS_REMOTE).")(func)
+
+
+def split_target(target: Path, names: tuple[str, ...]) -> tuple[Path, tuple[str, ...]]:
+    """``trtcas build engine`` means an action named 'engine' of ./trtcas.toml, not a file."""
+    if target.suffix != ".toml" and not target.is_dir() and not target.exists():
+        return Path("trtcas.toml"), (str(target), *names)
+    return target, names
+
+
+@cli.command()
+@target_argument
+@click.argument("action_names", nargs=-1, metavar="[ACTION]...")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=2, show_default=True, help="Actions run in parallel.")
+@click.option("--dry-run", is_flag=True, help="Say what would run; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (no progress).")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace (open in Perfetto).")
+@set_option
+@remote_options
+@cache_dir_option
+def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remote, remote_upload, cache_dir):
+    """Build TARGET (default ./trtcas.toml); with ACTION ids or rule names, only those and
+    what they depend on."""
+    from trtcas.api import build as run_build
+    from trtcas.progress import ActionProgress
+
+    target, action_names = split_target(target, action_names)
+    with ActionProgress(enabled=not as_json) as progress:
+        result = run_build(
+            target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
+            overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,
+        )
+    if as_json:
+        click.echo(result.to_json())
+    else:
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
+        verdict = "dry run" if dry_run else ("ok" if result.ok else "FAILED")
+        click.echo(f"{result.target}: {verdict} in {result.seconds:.2f}s ({counts})", err=True)
+    if not result.ok:
+        if not as_json:
+            click.echo(f"trtcas: error: {result.error}", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@target_argument
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "json"]), default="text", show_default=True)
+@click.option("--status", is_flag=True, help="Annotate each action with what a build would do now (a dry run).")
+@set_option
+@cache_dir_option
+def graph(target, fmt, status, overrides, cache_dir):
+    """Show the action graph of TARGET."""
+    from trtcas.api import build as run_build, plan_graph
+    from trtcas.config import load_config
+    from trtcas.graph.render import FORMATS
+
+    config = load_config(target, overrides)
+    notes = {}
+    if status:
+        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides)
+        notes = {r.id: r.status for r in result.actions}
+    click.echo(FORMATS[fmt](plan_graph(config), notes))
+
+
+@cli.command()
+@target_argument
+@click.argument("action", required=False)
+@click.option("--dry-run", is_flag=True, help="Explain what would re-run now, against the last build.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@set_option
+@cache_dir_option
+def explain(target, action, dry_run, as_json, overrides, cache_dir):
+    """Why did actions of the last build re-run (or, with --dry-run, why would they now)?"""
+    from trtcas.api import build as run_build, load_rules
+    from trtcas.config import load_config
+    from trtcas.graph.explain import explain_builds
+    from trtcas.graph.history import load_build
+    from trtcas.graph.rule import REGISTRY
+
+    target, names = split_target(target, (action,) if action else ())
+    action = names[0] if names else None
+    config = load_config(target, overrides)
+    store = open_store(cache_dir)
+    load_rules()
+    last = load_build(store.root, config.slug, "last")
+    if dry_run:
+        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides)
+        old, new = last, {r.id: r.to_dict(with_components=True) for r in result.actions}
+    else:
+        if last is None:
+            raise TrtcasError(f"no build of {config.name} is recorded in {store.root}; run `trtcas build` first")
+        old, new = load_build(store.root, config.slug, "previous"), last
+    explanations = explain_builds(old, new, REGISTRY, store, only=action)
+    if action and not explanations:
+        raise TrtcasError(f"no action or rule named {action!r} in the last build of {config.name}")
+    if as_json:
+        echo_json([{"action": e.action_id, "status": e.status, "why": list(e.lines)} for e in explanations])
+        return
+    for e in explanations:
+        click.echo(f"{e.action_id}: {e.status}")
+        for line in e.lines:
+            click.echo(f"    {line}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def env(as_json):
+    """The environment fingerprint: TensorRT flavour and version, CUDA, driver, GPU."""
+    from trtcas.graph.fingerprint import collect_fingerprint
+
+    fingerprint = collect_fingerprint()
+    if as_json:
+        echo_json(fingerprint.to_dict())
+        return
+    for name, field in sorted(fingerprint.fields.items()):
+        value = field.value if field.reason is None else f"- ({field.reason})"
+        click.echo(f"{name:>22}  {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="trtcas")

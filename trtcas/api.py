@@ -1,0 +1,125 @@
+"""``trtcas.build()``: a target file in, a BuildResult out; what ``trtcas build`` calls.
+
+Orchestration only: load the target, plan its graph, execute it, and, if every action
+succeeded, materialize the declared outputs, write ``build.json``, pin what the build used
+(so gc keeps it) and remember the build for ``explain``. A failed build changes nothing in
+the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import networkx as nx
+
+from trtcas.cas.atomic import atomic_write_bytes
+from trtcas.cas.content_store import ContentStore
+from trtcas.cas.digest import Digest
+from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
+from trtcas.graph.dag import build_graph, plan_actions, select
+from trtcas.graph.executor import ActionCacheTier, Executor, LocalTier, Reporter
+from trtcas.graph.fingerprint import collect_fingerprint
+from trtcas.graph.history import save_build
+from trtcas.graph.records import write_execution_log, write_trace
+from trtcas.graph.result import ActionRecord, BuildResult
+
+KEEP_LOGS = 20
+
+
+def load_rules() -> None:
+    """Register the built-in TensorRT rules and planners (imports no TensorRT)."""
+    import trtcas.rules.registry  # noqa: F401  (registers on import)
+
+
+def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
+    load_rules()
+    return select(build_graph(plan_actions(config.data)), wanted)
+
+
+def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> ActionCacheTier:
+    if not remote:
+        return LocalTier(store)
+    from trtcas.cas.remote import RemoteTier
+
+    return RemoteTier.connect(store, remote, upload=remote_upload)
+
+
+def build(
+    target: str | Path = DEFAULT_TARGET,
+    actions: Iterable[str] = (),
+    *,
+    cache_dir: str | Path | None = None,
+    jobs: int = 2,
+    dry_run: bool = False,
+    profile: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    remote: str | None = None,
+    remote_upload: bool = True,
+    fingerprint_overrides: Mapping[str, Any] | None = None,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back."""
+    start = time.perf_counter()
+    config = load_config(target, overrides)
+    graph = plan_graph(config, actions)
+    store = ContentStore(cache_dir)
+    fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
+    tier = make_tier(store, remote, remote_upload)
+    executor = Executor(store, config.base_dir, jobs=jobs, fingerprint=fingerprint, tier=tier, reporter=reporter)
+    records = executor.execute(graph, dry_run=dry_run)
+    failed = [r for r in records if r.status == "failed"]
+    warnings = list(tier.warnings)
+    outputs: dict[str, str] = {}
+    if not failed and not dry_run:
+        outputs = materialize_outputs(store, graph, records, config.output_dir)
+        write_build_json(config, records, outputs, fingerprint.to_dict())
+        used = [Digest.parse(d) for r in records for d in r.outputs.values()]
+        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used)
+    if not dry_run:
+        save_build(store.root, config.slug, records)
+        write_logs(store, config, records)
+    if profile:
+        write_trace(profile, executor.spans, time.time() - (time.perf_counter() - start))
+    return BuildResult(
+        target=config.name, ok=not failed, seconds=time.perf_counter() - start, actions=tuple(records),
+        outputs=outputs, warnings=tuple(warnings), error=failed[0].error if failed else None, dry_run=dry_run,
+    )
+
+
+def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
+    placed = {}
+    for record in records:
+        action = graph.nodes[record.id]["action"]
+        for output, relative in action.materialize.items():
+            digest = Digest.parse(record.outputs[output])
+            dest = output_dir / relative
+            store.blobs.materialize(digest, dest)
+            placed[str(dest)] = str(digest)
+    return placed
+
+
+def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:
+    """What was built, from what, where: enough to reproduce or audit the outputs."""
+    from trtcas import __version__  # noqa: PLC0415 (trtcas imports this module)
+
+    wire = {
+        "target": config.name,
+        "target_file": str(config.path),
+        "trtcas_version": __version__,
+        "fingerprint": fingerprint,
+        "actions": {r.id: {"rule": r.rule, "key": r.key, "status": r.status, "inputs": dict(r.inputs), "outputs": dict(r.outputs)} for r in records},
+        "outputs": {str(Path(p).relative_to(config.output_dir)): d for p, d in outputs.items()},
+    }
+    atomic_write_bytes(config.output_dir / "build.json", json.dumps(wire, indent=2, sort_keys=True).encode())
+
+
+def write_logs(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> Path:
+    folder = store.root / "logs" / config.slug
+    path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.jsonl"
+    write_execution_log(path, records)
+    for old in sorted(folder.glob("*.jsonl"))[:-KEEP_LOGS]:
+        old.unlink(missing_ok=True)
+    return path

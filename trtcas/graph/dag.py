@@ -1,0 +1,120 @@
+"""Target config -> a networkx DiGraph of actions.
+
+A target file either lists actions explicitly (``[[action]]`` tables; what tests and
+unusual pipelines use) or has sections a registered *planner* understands (the TensorRT
+rules register planners for ``[model] onnx = ...`` and LLM checkpoints). Either way the
+result is the same graph: nodes are action ids with the ``Action`` as attribute ``action``,
+edges run producer -> consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import networkx as nx
+
+from trtcas.errors import TrtcasError
+from trtcas.graph.action import Action, InputRef
+from trtcas.graph.rule import REGISTRY
+
+
+@dataclass(frozen=True)
+class Planner:
+    """Turns a target config's sections into actions."""
+
+    name: str
+    applies: Callable[[Mapping[str, Any]], bool]
+    plan: Callable[[Mapping[str, Any]], list[Action]]
+
+
+PLANNERS: list[Planner] = []
+
+
+def register_planner(planner: Planner) -> Planner:
+    PLANNERS[:] = [p for p in PLANNERS if p.name != planner.name] + [planner]
+    return planner
+
+
+def parse_input_ref(text: str, where: str) -> InputRef:
+    """``"@action:output"`` references another action's output; anything else is a path."""
+    if not isinstance(text, str) or not text:
+        raise TrtcasError(f"{where}: an input must be a path or '@action:output', not {text!r}")
+    if text.startswith("@"):
+        action, sep, output = text[1:].partition(":")
+        if not sep or not action or not output:
+            raise TrtcasError(f"{where}: {text!r} should look like '@action_id:output_name'")
+        return InputRef(action=action, output=output)
+    return InputRef(path=text)
+
+
+def _explicit_actions(config: Mapping[str, Any]) -> list[Action]:
+    actions = []
+    for i, table in enumerate(config.get("action", [])):
+        where = f"[[action]] #{i + 1}"
+        if not isinstance(table, Mapping) or "id" not in table or "rule" not in table:
+            raise TrtcasError(f"{where}: every action needs an 'id' and a 'rule'")
+        unknown = set(table) - {"id", "rule", "params", "inputs", "materialize"}
+        if unknown:
+            raise TrtcasError(f"{where} ({table['id']}): unknown key(s) {', '.join(sorted(unknown))}")
+        inputs = {name: parse_input_ref(ref, f"{where} input {name!r}") for name, ref in table.get("inputs", {}).items()}
+        actions.append(Action(
+            id=str(table["id"]), rule=str(table["rule"]), params=dict(table.get("params", {})),
+            inputs=inputs, materialize=dict(table.get("materialize", {})),
+        ))
+    return actions
+
+
+def plan_actions(config: Mapping[str, Any]) -> list[Action]:
+    if "action" in config:
+        return _explicit_actions(config)
+    for planner in PLANNERS:
+        if planner.applies(config):
+            return planner.plan(config)
+    kinds = ", ".join(p.name for p in PLANNERS) or "none registered"
+    raise TrtcasError(f"the target file describes no build: add [[action]] tables or a [model] section (planners: {kinds})")
+
+
+def build_graph(actions: Iterable[Action]) -> nx.DiGraph:
+    """Check ids, rules and references; return the DAG."""
+    graph = nx.DiGraph()
+    for action in actions:
+        if action.id in graph:
+            raise TrtcasError(f"two actions have the id {action.id!r}; ids must be unique")
+        REGISTRY.get(action.rule)
+        graph.add_node(action.id, action=action)
+    for action in (graph.nodes[n]["action"] for n in list(graph.nodes)):
+        for name, ref in action.inputs.items():
+            if ref.is_source:
+                continue
+            if ref.action not in graph:
+                raise TrtcasError(f"action {action.id!r} input {name!r} refers to unknown action {ref.action!r}")
+            graph.add_edge(ref.action, action.id, input=name, output=ref.output)
+    try:
+        cycle = nx.find_cycle(graph)
+        raise TrtcasError(f"the actions form a cycle: {' -> '.join(edge[0] for edge in cycle)}")
+    except nx.NetworkXNoCycle:
+        pass
+    return graph
+
+
+def select(graph: nx.DiGraph, wanted: Iterable[str]) -> nx.DiGraph:
+    """The subgraph needed for ``wanted`` actions (by id or rule name) and their ancestors."""
+    wanted = list(wanted)
+    if not wanted:
+        return graph
+    roots = set()
+    for name in wanted:
+        matches = {n for n, data in graph.nodes(data=True) if n == name or data["action"].rule == name}
+        if not matches:
+            raise TrtcasError(f"no action or rule named {name!r} in this target (try `trtcas graph`)")
+        roots |= matches
+    keep = set(roots)
+    for root in roots:
+        keep |= nx.ancestors(graph, root)
+    return graph.subgraph(keep).copy()
+
+
+def topological_actions(graph: nx.DiGraph) -> list[Action]:
+    """A deterministic topological order (ties broken by id)."""
+    return [graph.nodes[n]["action"] for n in nx.lexicographical_topological_sort(graph)]

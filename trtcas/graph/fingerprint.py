@@ -1,0 +1,136 @@
+"""The environment fingerprint: the facts about this machine an engine depends on.
+
+Read at run time and never by importing TensorRT (package metadata and the NVIDIA driver's
+own files/tools tell the versions), so ``trtcas env`` works anywhere. A field that cannot be
+known here is present with value ``None`` and a reason; the key uses only the value, so a
+reworded reason never invalidates a cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+# Distribution names under which each flavour is published (first installed one wins).
+FLAVOUR_DISTRIBUTIONS = {
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs"),
+    "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx", "tensorrt-rtx-cu12", "tensorrt_rtx_cu13_libs"),
+    "tensorrt_llm": ("tensorrt-llm", "tensorrt_llm"),
+}
+CUDA_RUNTIME_DISTRIBUTIONS = ("nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime")
+
+
+@dataclass(frozen=True)
+class Field:
+    value: Any
+    reason: str | None = None  # why value is None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    fields: Mapping[str, Field] = field(default_factory=dict)
+
+    def value(self, name: str) -> Any:
+        if name.startswith("pkg:"):
+            return self.fields.get(name, _package_field(name[4:])).value
+        return self.fields[name].value if name in self.fields else None
+
+    def select(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The key-relevant values of ``names`` (unknown names count as absent)."""
+        return {name: self.value(name) for name in names}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Fingerprint":
+        merged = dict(self.fields)
+        merged.update({k: Field(v, None if v is not None else "overridden") for k, v in overrides.items()})
+        return Fingerprint(merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            name: (f.value if f.reason is None else {"value": f.value, "absent": f.reason})
+            for name, f in sorted(self.fields.items())
+        }
+
+
+def _distribution_version(names: tuple[str, ...]) -> Field:
+    for name in names:
+        try:
+            return Field(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+    return Field(None, f"not installed (looked for {', '.join(names)})")
+
+
+def _package_field(name: str) -> Field:
+    return _distribution_version((name,))
+
+
+def _driver_version() -> Field:
+    proc = Path("/proc/driver/nvidia/version")
+    if proc.exists():
+        match = re.search(r"Kernel Module\s+(\S+)", proc.read_text(errors="replace"))
+        if match:
+            return Field(match[1])
+    return Field(None, "no NVIDIA driver loaded (/proc/driver/nvidia/version missing)")
+
+
+def _gpus() -> tuple[Field, Field, Field]:
+    """(name, sm, memory MiB) of GPU 0 via nvidia-smi, or absent with the reason."""
+    if os.environ.get("TRTCAS_ASSUME_NO_GPU") == "1":
+        reason = "TRTCAS_ASSUME_NO_GPU=1"
+        return Field(None, reason), Field(None, reason), Field(None, reason)
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        reason = "no GPU visible (nvidia-smi not found)"
+        return Field(None, reason), Field(None, reason), Field(None, reason)
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        name, cap, mem = (part.strip() for part in out.split(","))
+        return Field(name), Field("sm" + cap.replace(".", "")), Field(int(float(mem)))
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        reason = f"nvidia-smi failed ({type(exc).__name__})"
+        return Field(None, reason), Field(None, reason), Field(None, reason)
+
+
+def _plugin_digests() -> Field:
+    """sha256 of each plugin library named in TRTCAS_PLUGIN_LIBS (':'-separated)."""
+    libs = [p for p in os.environ.get("TRTCAS_PLUGIN_LIBS", "").split(":") if p]
+    if not libs:
+        return Field([])
+    digests = []
+    for lib in libs:
+        data = Path(lib).read_bytes()
+        digests.append(f"{Path(lib).name}:{hashlib.sha256(data).hexdigest()}")
+    return Field(sorted(digests))
+
+
+@functools.lru_cache(maxsize=1)
+def collect_fingerprint() -> Fingerprint:
+    """This process's fingerprint (computed once; the environment does not change mid-run)."""
+    gpu_name, gpu_sm, gpu_mem = _gpus()
+    fields = {
+        "tensorrt_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt"]),
+        "tensorrt_rtx_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt_rtx"]),
+        "tensorrt_llm_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt_llm"]),
+        "cuda_runtime_version": _distribution_version(CUDA_RUNTIME_DISTRIBUTIONS),
+        "cuda_driver_version": _driver_version(),
+        "gpu_name": gpu_name,
+        "gpu_sm": gpu_sm,
+        "gpu_memory_mib": gpu_mem,
+        "plugins": _plugin_digests(),
+        "os": Field(f"{platform.system()} {platform.release()}"),
+        "machine": Field(platform.machine()),
+        "python": Field(platform.python_version()),
+    }
+    return Fingerprint(fields)

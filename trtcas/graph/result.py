@@ -1,0 +1,74 @@
+"""What a build did, per action: the values ``trtcas build --json`` prints and
+``trtcas.build()`` returns to benchmark harnesses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# built: ran here; cached: local action-cache hit; remote: hit in the remote cache;
+# shared: same key as another action of this build, which ran once for both;
+# would-build: --dry-run says it would run; failed; skipped: not run because a dependency failed.
+STATUSES = ("built", "cached", "remote", "shared", "would-build", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    id: str
+    rule: str
+    status: str
+    seconds: float = 0.0
+    key: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+    reason: str | None = None  # e.g. why a dry-run action would build
+    key_components: Mapping[str, Any] | None = None
+
+    def to_dict(self, with_components: bool = False) -> dict[str, Any]:
+        data = {
+            "id": self.id, "rule": self.rule, "status": self.status, "seconds": round(self.seconds, 6),
+            "key": self.key, "inputs": dict(self.inputs), "outputs": dict(self.outputs),
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.reason:
+            data["reason"] = self.reason
+        if with_components:
+            data["key_components"] = self.key_components
+        return data
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    target: str
+    ok: bool
+    seconds: float
+    actions: tuple[ActionRecord, ...]
+    outputs: Mapping[str, str] = field(default_factory=dict)  # materialized path -> digest
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    dry_run: bool = False
+
+    def action(self, action_id: str) -> ActionRecord:
+        for record in self.actions:
+            if record.id == action_id:
+                return record
+        raise KeyError(action_id)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.actions:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "ok": self.ok, "seconds": round(self.seconds, 6), "dry_run": self.dry_run,
+            "counts": self.counts(), "actions": [a.to_dict() for a in self.actions],
+            "outputs": dict(self.outputs), "warnings": list(self.warnings), "error": self.error,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""Registers the built-in rules and planners with the graph (importing no TensorRT)."""
