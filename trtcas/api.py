@@ -34,9 +34,15 @@ def load_rules() -> None:
     import trtcas.rules.registry  # noqa: F401  (registers on import)
 
 
-def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
+def plan_target(config: TargetConfig, wanted: Iterable[str] = ()) -> tuple[nx.DiGraph, tuple[str, ...]]:
+    """The (selected) action graph of a target, and the planner's notes."""
     load_rules()
-    return select(build_graph(plan_actions(config.data)), wanted)
+    planned = plan_actions(config.data, config.base_dir)
+    return select(build_graph(planned.actions), wanted), planned.notes
+
+
+def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
+    return plan_target(config, wanted)[0]
 
 
 def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> ActionCacheTier:
@@ -64,7 +70,7 @@ def build(
     """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back."""
     start = time.perf_counter()
     config = load_config(target, overrides)
-    graph = plan_graph(config, actions)
+    graph, notes = plan_target(config, actions)
     store = ContentStore(cache_dir)
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
     tier = make_tier(store, remote, remote_upload)
@@ -85,7 +91,8 @@ def build(
         write_trace(profile, executor.spans, time.time() - (time.perf_counter() - start))
     return BuildResult(
         target=config.name, ok=not failed, seconds=time.perf_counter() - start, actions=tuple(records),
-        outputs=outputs, warnings=tuple(warnings), error=failed[0].error if failed else None, dry_run=dry_run,
+        outputs=outputs, warnings=tuple(warnings), notes=notes, error=failed[0].error if failed else None,
+        dry_run=dry_run,
     )
 
 

@@ -215,6 +215,8 @@ def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remo
     if as_json:
         click.echo(result.to_json())
     else:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))

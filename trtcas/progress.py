@@ -10,6 +10,8 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rich.markup import escape
+
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
@@ -49,7 +51,7 @@ class ActionProgress:
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> "ActionProgress":
-        if self.enabled and self.console.is_terminal:
+        if self.enabled and self.console.is_terminal:  # spinners only for a person watching
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
@@ -65,7 +67,7 @@ class ActionProgress:
 
     def started(self, action) -> None:
         if self._progress is not None:
-            self._tasks[action.id] = self._progress.add_task(f"{action.id} [dim]({action.rule})[/]", total=None)
+            self._tasks[action.id] = self._progress.add_task(f"{escape(action.id)} [dim]({action.rule})[/]", total=None)
 
     def finished(self, record) -> None:
         task = self._tasks.pop(record.id, None)
@@ -74,5 +76,9 @@ class ActionProgress:
         if not self.enabled:
             return
         style = _STATUS_STYLE.get(record.status, "")
-        detail = f"  [red]{record.error}[/]" if record.error else (f"  [dim]{record.reason}[/]" if record.reason and record.status != "shared" else "")
-        self.console.print(f"[{style}]{record.status:>11}[/]  {record.id}  [dim]{record.seconds:.2f}s[/]{detail}")
+        detail = ""
+        if record.error:
+            detail = f"  [red]{escape(record.error)}[/]"
+        elif record.reason and record.status != "shared":
+            detail = f"  [dim]{escape(record.reason)}[/]"
+        self.console.print(f"[{style}]{record.status:>11}[/]  {escape(record.id)}  [dim]{record.seconds:.2f}s[/]{detail}")

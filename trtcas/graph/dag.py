@@ -10,6 +10,7 @@ edges run producer -> consumer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import networkx as nx
@@ -20,12 +21,22 @@ from trtcas.graph.rule import REGISTRY
 
 
 @dataclass(frozen=True)
+class PlannedTarget:
+    """The actions of a target, and notes worth telling the user once per build (e.g.
+    "weights are embedded because this machine cannot build refittable engines")."""
+
+    actions: tuple[Action, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Planner:
-    """Turns a target config's sections into actions."""
+    """Turns a target config's sections into actions; relative paths stay relative to
+    ``base_dir`` (the target file's directory), which planners may read files from."""
 
     name: str
     applies: Callable[[Mapping[str, Any]], bool]
-    plan: Callable[[Mapping[str, Any]], list[Action]]
+    plan: Callable[[Mapping[str, Any], Path], PlannedTarget]
 
 
 PLANNERS: list[Planner] = []
@@ -65,12 +76,12 @@ def _explicit_actions(config: Mapping[str, Any]) -> list[Action]:
     return actions
 
 
-def plan_actions(config: Mapping[str, Any]) -> list[Action]:
+def plan_actions(config: Mapping[str, Any], base_dir: Path) -> PlannedTarget:
     if "action" in config:
-        return _explicit_actions(config)
+        return PlannedTarget(tuple(_explicit_actions(config)))
     for planner in PLANNERS:
         if planner.applies(config):
-            return planner.plan(config)
+            return planner.plan(config, base_dir)
     kinds = ", ".join(p.name for p in PLANNERS) or "none registered"
     raise TrtcasError(f"the target file describes no build: add [[action]] tables or a [model] section (planners: {kinds})")
 

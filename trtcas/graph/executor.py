@@ -254,7 +254,8 @@ class Executor:
 
     def key_of(self, action: Action, rule: Rule, digests: Mapping[str, Digest]) -> ActionKey:
         env = self.fingerprint.select(rule.env_fields(action.params))
-        return compute_key(rule.name, rule.version, rule.key_params(action.params), digests, env, self.store.algo)
+        keyed = {name: d for name, d in digests.items() if name not in rule.unkeyed_inputs}
+        return compute_key(rule.name, rule.version, rule.key_params(action.params), keyed, env, self.store.algo)
 
     def _execute_one(self, action: Action, dry_run: bool) -> Outcome:
         rule = self.registry.get(action.rule)

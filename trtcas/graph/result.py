@@ -48,6 +48,7 @@ class BuildResult:
     actions: tuple[ActionRecord, ...]
     outputs: Mapping[str, str] = field(default_factory=dict)  # materialized path -> digest
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     error: str | None = None
     dry_run: bool = False
 
@@ -67,7 +68,8 @@ class BuildResult:
         return {
             "target": self.target, "ok": self.ok, "seconds": round(self.seconds, 6), "dry_run": self.dry_run,
             "counts": self.counts(), "actions": [a.to_dict() for a in self.actions],
-            "outputs": dict(self.outputs), "warnings": list(self.warnings), "error": self.error,
+            "outputs": dict(self.outputs), "warnings": list(self.warnings), "notes": list(self.notes),
+            "error": self.error,
         }
 
     def to_json(self) -> str:

@@ -47,6 +47,10 @@ class Rule:
     # Defaults are merged in before keying, so `repeat = 1` written out and left implicit
     # are the same build.
     param_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Inputs the rule reads but whose content other (keyed) inputs already pin down, e.g.
+    # the ONNX file an engine is built from, whose structure and weights are keyed through
+    # the canonical network. Keying it too would make a node rename rebuild the engine.
+    unkeyed_inputs: frozenset[str] = frozenset()
     explain: ExplainFunction | None = None
     # Optional: fields decided at key time from params (e.g. "tensorrt_rtx_version" when
     # params say the backend is tensorrt_rtx). Returns extra fingerprint field names.

@@ -1,0 +1,191 @@
+"""The three TensorRT rules: network, engine, refit.
+
+    trt.network  ONNX (+ external data)      -> structure, canonical, weights manifest, io, refit names
+    trt.engine   structure + io (+ weights)  -> plan, names          (builds from the ONNX, unkeyed)
+    trt.refit    plan + names + weights      -> refitted plan
+
+Why the split keys soundly:
+- ``structure`` is the canonical ONNX without weight values; its digest is the structural
+  digest, blind to renames, doc strings, node order and initializer order.
+- ``io`` holds the names of the network's inputs and outputs: they are the engine's binding
+  names, so renaming one must (and does) change the engine key; internal names do not.
+- The engine embeds weights when the backend cannot build refittable engines here (any
+  CPU-only build) or ``refit = "no"``; then the weights manifest is a keyed input. When it
+  is refittable, only weights that shape the plan (non-float constants) are keyed and the
+  rest flow to ``trt.refit``, which must replace every refittable weight.
+- The engine's ``names`` output records the TensorRT weight names *it* was built with, so
+  a cached engine from a network whose layers were since renamed is still refitted by the
+  names it actually has.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from trtcas.cas.digest import Digest, TensorEntry, TensorManifest, hash_bytes
+from trtcas.errors import TrtcasError
+from trtcas.graph.rule import Rule, register_rule
+
+FLOAT_DTYPES = {"float32", "float16", "bfloat16", "FLOAT", "HALF", "BF16", "F32", "F16", "float64", "FP8", "float8_e4m3fn"}
+
+
+def _flavour_fields(params: Mapping[str, Any]) -> tuple[str, ...]:
+    return (f"{params['flavour']}_version",)
+
+
+def _engine_fields(params: Mapping[str, Any]) -> tuple[str, ...]:
+    fields = [f"{params['flavour']}_version", "plugins"]
+    if not params.get("aot"):  # compiled for the GPU in this machine: its identity matters
+        fields += ["gpu_sm", "cuda_runtime_version", "cuda_driver_version"]
+    return tuple(fields)
+
+
+def _refit_fields(params: Mapping[str, Any]) -> tuple[str, ...]:
+    return (f"{params['flavour']}_version", "gpu_sm", "cuda_runtime_version", "cuda_driver_version")
+
+
+def plan_shaping(manifest: TensorManifest) -> TensorManifest:
+    """Weights whose values can shape the plan (integer/bool constants: shapes, indices)."""
+    return TensorManifest.of(e for e in manifest.entries if e.dtype not in FLOAT_DTYPES)
+
+
+def _profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple]]:
+    from trtcas.rules.network import Profile
+
+    return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
+
+
+def _parse(ctx, toolchain):
+    from trtcas.rules.network import parse_onnx
+
+    return parse_onnx(toolchain.backend, ctx.input_path("onnx"))
+
+
+# ---- trt.network -------------------------------------------------------------------------
+def run_network(ctx) -> dict[str, Any]:
+    import onnx
+
+    from trtcas.rules.canonical import canonicalize_network, serialize
+    from trtcas.rules.toolchain import load_toolchain
+
+    toolchain = load_toolchain(ctx.params["backend"])
+    parsed = _parse(ctx, toolchain)
+    source = onnx.load(str(ctx.input_path("onnx")))
+    canon = canonicalize_network(
+        toolchain.backend.trt, parsed.network, _profiles_by_name(ctx.params.get("profiles", [])), onnx_model=source,
+        algo=ctx.store.algo,
+    )
+    for entry in canon.weights.entries:
+        value = canon.weight_values.get(entry.name)  # None for empty weights (e.g. an unused scale power)
+        stored = ctx.put_bytes(b"" if value is None else np.ascontiguousarray(value).tobytes())
+        if stored != entry.digest:
+            raise TrtcasError(f"weight {entry.name} hashed differently when stored ({stored} vs {entry.digest}); report this bug")
+    net = parsed.network
+    io = {
+        "inputs": [net.get_input(i).name for i in range(net.num_inputs)],
+        "outputs": [net.get_output(i).name for i in range(net.num_outputs)],
+    }
+    ctx.log(f"structural digest {canon.structural_digest}; {len(canon.weights.entries)} weights, {canon.weights.total_bytes} bytes")
+    return {
+        "structure": serialize(canon.structural_model()),
+        "canonical": canon.to_bytes(),
+        "weights": canon.weights.to_bytes(),
+        "io": json.dumps(io, sort_keys=True).encode(),
+        "refit_names": json.dumps(canon.refit_names, sort_keys=True).encode(),
+    }
+
+
+# ---- trt.engine --------------------------------------------------------------------------
+def engine_spec(params: Mapping[str, Any]):
+    from trtcas.rules.engine import EngineSpec
+
+    return EngineSpec(**params["spec"])
+
+
+def run_engine(ctx) -> dict[str, Any]:
+    from trtcas.rules.toolchain import load_toolchain
+
+    toolchain = load_toolchain(ctx.params["backend"])
+    parsed = _parse(ctx, toolchain)
+    plan = toolchain.build_plan(toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"])
+    if plan.effective_config != ctx.params["effective_config"]:
+        raise TrtcasError("the builder config differs from the one planned into the key; report this bug")
+    for line in plan.log:
+        ctx.log(line)
+    ctx.log(f"built in {plan.seconds:.3f}s, {len(plan.plan)} bytes")
+    return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
+
+
+def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], store) -> list[str]:
+    """When the structural digest changed, say which layers/attributes/shapes differ."""
+    import onnx
+
+    from trtcas.rules.canonical import diff_canonical
+
+    before, after = old.get("inputs", {}).get("structure"), new.get("inputs", {}).get("structure")
+    if not before or not after or before == after:
+        return []
+    try:
+        models = [onnx.load_from_string(store.blobs.get_bytes(Digest.parse(d))) for d in (before, after)]
+    except Exception as exc:
+        return [f"(network diff unavailable: {exc})"]
+    return ["network: " + line for line in diff_canonical(*models)]
+
+
+# ---- trt.refit ---------------------------------------------------------------------------
+def load_weights(store, manifest: TensorManifest) -> dict[str, np.ndarray]:
+    import ml_dtypes  # noqa: F401  (registers bfloat16 / fp8 with numpy)
+
+    arrays = {}
+    for entry in manifest.entries:
+        data = store.blobs.get_bytes(entry.digest)
+        arrays[entry.name] = np.frombuffer(data, dtype=_numpy_dtype(entry.dtype)).reshape(entry.shape)
+    return arrays
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    import ml_dtypes
+
+    special = {"bfloat16": ml_dtypes.bfloat16, "float8_e4m3fn": ml_dtypes.float8_e4m3fn}
+    return np.dtype(special.get(name, name))
+
+
+def run_refit(ctx) -> dict[str, Any]:
+    from trtcas.rules.toolchain import load_toolchain
+
+    toolchain = load_toolchain(ctx.params["backend"])
+    names = json.loads(ctx.input_bytes("names"))
+    manifest = TensorManifest.from_bytes(ctx.input_bytes("weights"))
+    by_structure = load_weights(ctx.store, manifest)
+    unnamed = sorted(set(by_structure) - set(names))
+    refittable = {names[role]: array for role, array in by_structure.items() if role in names}
+    ctx.log(f"refitting {len(refittable)} weights ({len(unnamed)} without a TensorRT name are part of the plan)")
+    return {"plan": toolchain.refit_plan(toolchain.backend, ctx.input_bytes("engine"), refittable)}
+
+
+NETWORK_RULE = register_rule(Rule(
+    "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields, unkeyed_inputs=frozenset(),
+    doc="ONNX -> canonical network (structural digest) and per-tensor weights",
+))
+ENGINE_RULE = register_rule(Rule(
+    "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
+    unkeyed_inputs=frozenset({"onnx", "refit_names"}), explain=explain_engine,
+    doc="canonical network + builder config -> engine plan",
+))
+REFIT_RULE = register_rule(Rule(
+    "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields,
+    doc="engine plan + one rank's weights -> refitted plan",
+))
+# Split off so a plan-shaping manifest can be keyed without the full weights.
+def run_select_shaping(ctx) -> dict[str, Any]:
+    return {"weights": plan_shaping(TensorManifest.from_bytes(ctx.input_bytes("weights"))).to_bytes()}
+
+
+SHAPING_RULE = register_rule(Rule(
+    "trt.plan_shaping_weights", 1, run_select_shaping,
+    doc="weights manifest -> the subset (integer/bool constants) that shapes an engine plan",
+))
