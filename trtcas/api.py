@@ -20,7 +20,8 @@ from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
 from trtcas.graph.dag import build_graph, plan_actions, select
-from trtcas.graph.executor import ActionCacheTier, Executor, LocalTier, Reporter
+from trtcas.cas.tiered import TieredStore
+from trtcas.graph.executor import Executor, Reporter
 from trtcas.graph.fingerprint import collect_fingerprint
 from trtcas.graph.history import save_build
 from trtcas.graph.records import write_execution_log, write_trace
@@ -45,12 +46,13 @@ def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
     return plan_target(config, wanted)[0]
 
 
-def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> ActionCacheTier:
+def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> TieredStore:
+    """The local store, in front of ``remote`` (a Bazel-style HTTP cache URL) if given."""
     if not remote:
-        return LocalTier(store)
-    from trtcas.cas.remote import RemoteTier
+        return TieredStore(store)
+    from trtcas.cas.remote import RemoteCache
 
-    return RemoteTier.connect(store, remote, upload=remote_upload)
+    return TieredStore(store, RemoteCache(remote, store.algo), upload=remote_upload)
 
 
 def build(

@@ -118,7 +118,18 @@ class TieredStore:
         self.local.actions.put(key, result)
         return result
 
+    def lookup(self, key: Digest) -> tuple[ActionResult, str] | None:
+        """The executor's view: (result, "cached" or "remote"), or None for a miss."""
+        found = self.get_action(key)
+        if found.result is None:
+            return None
+        return found.result, "remote" if found.source == REMOTE else "cached"
+
     # ---- writing ----------------------------------------------------------------------
+    def record(self, key: Digest, result: ActionResult) -> None:
+        """The executor's view of ``put_action``: upload faults are warnings, never errors."""
+        self.put_action(key, result)
+
     def put_action(self, key: Digest, result: ActionResult) -> bool:
         """Record a finished action locally, then share it; True if the remote has it now."""
         self.local.actions.put(key, result)

@@ -21,7 +21,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 
@@ -29,6 +29,7 @@ import networkx as nx
 
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
+from trtcas.cas.tiered import TieredStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
@@ -46,27 +47,13 @@ class ActionFailed(TrtcasError):
 
 
 class ActionCacheTier(Protocol):
-    """Where action results are looked up and recorded: the local store, or local + remote."""
+    """Where action results are looked up and recorded (cas.tiered.TieredStore: the local
+    store, then an optional remote)."""
 
     warnings: list[str]
 
     def lookup(self, key: Digest) -> tuple[ActionResult, str] | None: ...
     def record(self, key: Digest, result: ActionResult) -> None: ...
-
-
-@dataclass
-class LocalTier:
-    """The action cache of one ContentStore, nothing remote."""
-
-    store: ContentStore
-    warnings: list[str] = field(default_factory=list)
-
-    def lookup(self, key: Digest) -> tuple[ActionResult, str] | None:
-        result = self.store.actions.get(key)
-        return (result, "cached") if result is not None else None
-
-    def record(self, key: Digest, result: ActionResult) -> None:
-        self.store.actions.put(key, result)
 
 
 class Reporter(Protocol):
@@ -159,7 +146,7 @@ class Executor:
         self.base_dir = Path(base_dir)
         self.jobs = max(1, jobs)
         self.fingerprint = fingerprint or collect_fingerprint()
-        self.tier = tier or LocalTier(store)
+        self.tier = tier or TieredStore(store)
         self.reporter = reporter or NullReporter()
         self.registry = registry
         self._inflight: dict[str, Future] = {}

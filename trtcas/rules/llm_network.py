@@ -24,6 +24,11 @@ The network is the context (prefill) phase of a Llama decoder, without a KV cach
   normalized value is cast back to the model dtype before the weight multiplies it.
 - ``IAttention`` does not scale ``Q Kᵀ``: TensorRT requires Q to be multiplied by the
   attention scale first, so Q is multiplied by ``1/sqrt(head_size)`` after RoPE.
+- Attention is marked decomposable by default: TensorRT has fused kernels only for some
+  head sizes and dtypes (the tiny test model's head size 8 has none, and the build fails
+  with "Attention operation was not supported by a dedicated kernel"); decomposable lets it
+  fall back to two matmuls and a softmax there and changes nothing where a fused kernel
+  exists. ``decomposable_attention=False`` makes such a build fail instead of run slowly.
 - The causal mask is ``UPPER_LEFT`` (``j <= i``); in prefill ``seq_q == seq_kv``, where it
   equals ``LOWER_RIGHT``.
 - RoPE caches are ``[batch, seq, head_size/2]`` (no position ids), sliced at build/run time
@@ -425,7 +430,7 @@ class DecoderNetwork(ParsedNetwork):
 def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any], rank: int,
                           weights: Mapping[str, np.ndarray], max_batch_size: int, max_seq_len: int, *,
                           dynamic_shapes: bool = False, gather_logits: bool = True,
-                          log_severity: str = "info") -> DecoderNetwork:
+                          decomposable_attention: bool = True, log_severity: str = "info") -> DecoderNetwork:
     """Write rank ``rank``'s prefill network from its weights (as :func:`read_rank_weights` gives).
 
     Static shapes (default) fix ``input_ids`` to ``[max_batch_size, max_seq_len]``;
@@ -445,7 +450,7 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
     if builder is None:
         raise TrtcasError(f"{backend.flavour} {backend.version} could not create a builder")
     network = builder.create_network(0)
-    writer = _Writer(trt, network, geometry.dtype)
+    writer = _Writer(trt, network, geometry.dtype, decomposable_attention)
     batch, seq = (-1, -1) if dynamic_shapes else (max_batch_size, max_seq_len)
     ids = network.add_input(INPUT_NAME, trt.int32, (batch, seq))
     logits = _decoder(writer, geometry, rank, weights, ids, max_seq_len, gather_logits)
@@ -465,8 +470,9 @@ class _Writer:
     """Adds layers to one network: names every layer, keeps every constant's array alive,
     and shares derived constants by name. Stateful, hence a class."""
 
-    def __init__(self, trt: Any, network: Any, dtype: str):
+    def __init__(self, trt: Any, network: Any, dtype: str, decomposable_attention: bool = True):
         self.trt, self.net, self.dtype = trt, network, dtype
+        self.decomposable_attention = decomposable_attention
         self.trt_dtype = getattr(trt.DataType, _TRT_DTYPE[dtype])
         self.constants: dict[str, np.ndarray] = {}
         self._tensors: dict[str, Any] = {}
@@ -494,14 +500,16 @@ class _Writer:
         return self.constant(name, np.full((1,) * rank, value, _NUMPY_DTYPE[dtype or self.dtype]))
 
     def shuffle(self, x: Any, name: str, reshape: Sequence[int] | None = None,
-                transpose: Sequence[int] | None = None) -> Any:
-        """Reshape (``0`` copies the input's dim, so dynamic dims need no shape tensor) and/or
-        transpose (applied first)."""
+                transpose: Sequence[int] | None = None, then_transpose: Sequence[int] | None = None) -> Any:
+        """Transpose, reshape (``0`` copies a dim, so dynamic dims need no shape tensor),
+        transpose again: TensorRT's shuffle, each step optional."""
         layer = self.net.add_shuffle(x)
         if transpose is not None:
             layer.first_transpose = tuple(transpose)
         if reshape is not None:
             layer.reshape_dims = tuple(reshape)
+        if then_transpose is not None:
+            layer.second_transpose = tuple(then_transpose)
         return self._named(layer, name)
 
     def elementwise(self, a: Any, b: Any, op: str, name: str) -> Any:
@@ -547,7 +555,7 @@ class _Writer:
         x32 = self.cast(x, fp32, f"{prefix}.to_float")
         square = self.elementwise(x32, x32, "PROD", f"{prefix}.square")
         mean = self._named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
-        eps = self.scalar(f"rms_norm.epsilon", epsilon, "float32")
+        eps = self.scalar("rms_norm.epsilon", epsilon, "float32")
         root = self._named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
                                               self.trt.UnaryOperation.SQRT), f"{prefix}.sqrt")
         normed = self.cast(self.elementwise(x32, root, "DIV", f"{prefix}.normalize"), self.trt_dtype,
@@ -618,8 +626,7 @@ def _decoder_layer(w: _Writer, g: DecoderGeometry, weights: Mapping[str, np.ndar
         size = w.shape_with(ids, (count * d,), f"{p}.attention.{part}_size")
         flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.attention.{part}")
         split[part] = w.shuffle(flat, f"{p}.attention.{part}.heads", reshape=(0, 0, count, d),
-                                transpose=None)
-        split[part] = w.shuffle(split[part], f"{p}.attention.{part}.bhsd", transpose=(0, 2, 1, 3))
+                                then_transpose=(0, 2, 1, 3))
     rotated = {}
     for part in ("q", "k"):
         layer = w.net.add_rotary_embedding(split[part], cos, sin, False, 0)
@@ -629,6 +636,7 @@ def _decoder_layer(w: _Writer, g: DecoderGeometry, weights: Mapping[str, np.ndar
     attention = w.net.add_attention_v2(q, rotated["k"], split["v"], trt.AttentionNormalizationOp.SOFTMAX,
                                        trt.CausalMaskKind.UPPER_LEFT)
     attention.name = f"{p}.attention.core"
+    attention.decomposable = w.decomposable_attention
     context = w.shuffle(attention.get_output(0), f"{p}.attention.context", transpose=(0, 2, 1, 3),
                         reshape=(0, 0, g.heads_per_rank * d))
     out = w.linear(context, f"{p}.attention.dense", weights)
@@ -700,13 +708,19 @@ def _layer_failure(backend: Backend, network: ParsedNetwork, spec: EngineSpec, e
     layers = [(net.get_layer(i).name, backend.trt.ILayer.type.fget(net.get_layer(i)).name)
               for i in range(net.num_layers)]
     text = " ".join(errors)
+    failed = f"building {network.source} for {targets} with {who} failed"
+    hint = f"that layer (or its configuration) does not compile with {who} here: change it or build on a GPU " \
+           "the backend supports"
     named = [(n, t) for n, t in layers if n and n in text]
     if named:
         name, kind = max(named, key=lambda item: len(item[0]))  # "x.fc" must not match for "x.fc.weight"
-        return (f"building {network.source} for {targets} with {who} failed at {kind} layer {name!r}: "
-                f"{tidy_message(_last_naming(errors, name)[4:], 300)}; that layer (or its configuration) does not "
-                f"compile with {who} here: change it or build on a GPU the backend supports")
+        return f"{failed} at {kind} layer {name!r}: {tidy_message(_last_with(errors, (name,))[4:], 300)}; {hint}"
     present = {t for _, t in layers}
+    for kinds, words in _LAYER_WORDS:
+        if present & set(kinds) and any(word in text.lower() for word in words):
+            names = [n for n, t in layers if t in kinds]
+            return (f"{failed} at {'/'.join(k for k in kinds if k in present)} layers ({len(names)}: "
+                    f"{_names(names, 2)}): {tidy_message(_last_with(errors, words)[4:], 300)}; {hint}")
     failing = [s for s in probe_layer_support(backend, spec.targets or None, layer_types=present) if not s.compiled]
     if not failing:
         return None
@@ -718,8 +732,20 @@ def _layer_failure(backend: Backend, network: ParsedNetwork, spec: EngineSpec, e
             "build on a GPU the backend supports")
 
 
-def _last_naming(errors: list[str], name: str) -> str:
-    return next((e for e in reversed(errors) if name in e), errors[-1])
+def _last_with(errors: list[str], words: Sequence[str]) -> str:
+    return next((e for e in reversed(errors) if any(w in e.lower() or w in e for w in words)), errors[-1])
+
+
+# How build logs name a layer kind when they name no layer (Myelin: "Attention operation was
+# not supported ..."); only the LLM layers, whose names are not ordinary words of a log.
+_LAYER_WORDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("ATTENTION_INPUT", "ATTENTION_OUTPUT"), ("attention",)),
+    (("ROTARY_EMBEDDING",), ("rotaryembedding", "rotary embedding")),
+    (("DIST_COLLECTIVE",), ("distcollective", "collective", "nccl")),
+    (("KV_CACHE_UPDATE",), ("kvcacheupdate", "kv cache")),
+    (("NORMALIZATION",), ("normalization",)),
+    (("MOE",), ("moe",)),
+)
 
 
 # Tiny one-layer networks, one per layer kind the decoder uses (and the LLM layers next to
@@ -817,10 +843,9 @@ def probe_layer_support(backend: Backend, targets: Sequence[str] | None = None,
     ``probes`` picks kinds by name (:data:`PROBES`); ``layer_types`` picks the kinds that
     test any of those ``LayerType`` names. Each probe takes tens of milliseconds.
     """
-    chosen = [p for p in (probes or PROBES)
-              if layer_types is None or set(_PROBES[p][1]) & set(layer_types)]
-    unknown = [p for p in chosen if p not in _PROBES]
+    unknown = [p for p in probes or () if p not in _PROBES]
     _check(not unknown, f"unknown layer probe(s) {unknown}; use some of: {', '.join(PROBES)}")
+    chosen = [p for p in (probes or PROBES) if layer_types is None or set(_PROBES[p][1]) & set(layer_types)]
     spec = EngineSpec(targets=tuple(targets or ()), refit="no")
     results = []
     for probe in chosen:
