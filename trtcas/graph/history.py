@@ -23,13 +23,13 @@ def save_build(cache_root: Path, slug: str, records: list[ActionRecord]) -> None
     if last.exists():
         folder.mkdir(parents=True, exist_ok=True)
         os.replace(last, folder / "previous.json")
-    wire = {r.id: r.to_dict(with_components=True) for r in records}
-    atomic_write_bytes(last, json.dumps(wire, sort_keys=True, default=str).encode())
+    wire = [r.to_dict(with_components=True) for r in records]  # a list: keeps build order
+    atomic_write_bytes(last, json.dumps(wire, default=str).encode())
 
 
 def load_build(cache_root: Path, slug: str, which: str = "last") -> dict[str, dict[str, Any]] | None:
     path = _dir(cache_root, slug) / f"{which}.json"
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        return {record["id"]: record for record in json.loads(path.read_text())}
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
         return None

@@ -714,13 +714,13 @@ def _layer_failure(backend: Backend, network: ParsedNetwork, spec: EngineSpec, e
     named = [(n, t) for n, t in layers if n and n in text]
     if named:
         name, kind = max(named, key=lambda item: len(item[0]))  # "x.fc" must not match for "x.fc.weight"
-        return f"{failed} at {kind} layer {name!r}: {tidy_message(_last_with(errors, (name,))[4:], 300)}; {hint}"
+        return f"{failed} at {kind} layer {name!r}: {_reason(_last_with(errors, (name,)))}; {hint}"
     present = {t for _, t in layers}
-    for kinds, words in _LAYER_WORDS:
+    for kinds, words, kind_hint in _LAYER_WORDS:
         if present & set(kinds) and any(word in text.lower() for word in words):
             names = [n for n, t in layers if t in kinds]
             return (f"{failed} at {'/'.join(k for k in kinds if k in present)} layers ({len(names)}: "
-                    f"{_names(names, 2)}): {tidy_message(_last_with(errors, words)[4:], 300)}; {hint}")
+                    f"{_names(names, 2)}): {_reason(_last_with(errors, words))}; {kind_hint or hint}")
     failing = [s for s in probe_layer_support(backend, spec.targets or None, layer_types=present) if not s.compiled]
     if not failing:
         return None
@@ -736,15 +736,32 @@ def _last_with(errors: list[str], words: Sequence[str]) -> str:
     return next((e for e in reversed(errors) if any(w in e.lower() or w in e for w in words)), errors[-1])
 
 
+def _reason(line: str) -> str:
+    """The part of a builder error line a user can act on: without the ``[E]`` tag, the
+    ``IBuilder::...: Error Code N:`` preamble, source locations (``[shape.cpp:175: ...]``,
+    ``foo.cpp:59:``, ``In f at /_src/...``), and Myelin's restatement of the node before
+    ``Error is:``."""
+    text = " ".join(line[4:].split()) if line[:1] == "[" else " ".join(line.split())
+    text = re.sub(r"^IBuilder::\w+: Error Code \d+: ", "", text)
+    text = text.split("Error is:", 1)[-1]
+    text = re.sub(r"\[[\w./]+\.(?:cpp|h):\d+:[^\]]*\]\s*", "", text)
+    text = re.sub(r"\b[\w/]+\.(?:cpp|h):\d+:\s*", "", text)
+    text = re.sub(r"\s*In \w+ at /\S+", "", text)
+    return tidy_message(text.strip(" ()"), 300)
+
+
 # How build logs name a layer kind when they name no layer (Myelin: "Attention operation was
 # not supported ..."); only the LLM layers, whose names are not ordinary words of a log.
-_LAYER_WORDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("ATTENTION_INPUT", "ATTENTION_OUTPUT"), ("attention",)),
-    (("ROTARY_EMBEDDING",), ("rotaryembedding", "rotary embedding")),
-    (("DIST_COLLECTIVE",), ("distcollective", "collective", "nccl")),
-    (("KV_CACHE_UPDATE",), ("kvcacheupdate", "kv cache")),
-    (("NORMALIZATION",), ("normalization",)),
-    (("MOE",), ("moe",)),
+# The hint replaces the generic one where the cause is known.
+_LAYER_WORDS: tuple[tuple[tuple[str, ...], tuple[str, ...], str | None], ...] = (
+    (("ATTENTION_INPUT", "ATTENTION_OUTPUT"), ("attention",),
+     "there is no fused attention kernel for this head size and dtype on these targets: mark the attention "
+     "decomposable (build_decoder_network(decomposable_attention=True), the default)"),
+    (("ROTARY_EMBEDDING",), ("rotaryembedding", "rotary embedding"), None),
+    (("DIST_COLLECTIVE",), ("distcollective", "collective", "nccl"), None),
+    (("KV_CACHE_UPDATE",), ("kvcacheupdate", "kv cache"), None),
+    (("NORMALIZATION",), ("normalization",), None),
+    (("MOE",), ("moe",), None),
 )
 
 
