@@ -306,3 +306,13 @@ def test_expected_weights_match_the_converter(checkpoints):
         for rank in range(ckpt.world_size):
             weights = read_rank_weights(ckpt, rank)
             assert {k: (tuple(v.shape), v.dtype.name) for k, v in weights.items()} == expected
+
+
+def test_padded_vocabulary_is_cut_back_after_the_gather(backend, tmp_path):
+    # vocab 255 with tp=2: each rank's lm_head has 128 rows, the last one zero padding.
+    hf = _load_example().make_tiny_llama(tmp_path / "hf", vocab_size=255)
+    write_checkpoint(hf, ConvertSpec(tp=2), tmp_path / "tp2")
+    gathered = _network(backend, tmp_path / "tp2", 1)
+    assert gathered.output_shape == (BATCH, SEQ, 255)
+    assert _network(backend, tmp_path / "tp2", 1, gather_logits=False).output_shape == (BATCH, SEQ, 128)
+    assert len(build_decoder_engine(backend, gathered, CPU_SPEC, False).plan) > 100_000

@@ -98,14 +98,26 @@ def build(
     )
 
 
+SAFETENSORS_PREFIX = "safetensors:"
+
+
 def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
+    """Place declared outputs under ``output_dir``. A ``safetensors:PATH`` destination means
+    the output is a tensor manifest, assembled into a .safetensors file from its tensors."""
     placed = {}
     for record in records:
         action = graph.nodes[record.id]["action"]
         for output, relative in action.materialize.items():
             digest = Digest.parse(record.outputs[output])
-            dest = output_dir / relative
-            store.blobs.materialize(digest, dest)
+            if relative.startswith(SAFETENSORS_PREFIX):
+                from trtcas.cas.digest import TensorManifest
+                from trtcas.rules.tensors import write_safetensors
+
+                dest = output_dir / relative[len(SAFETENSORS_PREFIX):]
+                write_safetensors(store.blobs, TensorManifest.from_bytes(store.blobs.get_bytes(digest)), dest)
+            else:
+                dest = output_dir / relative
+                store.blobs.materialize(digest, dest)
             placed[str(dest)] = str(digest)
     return placed
 

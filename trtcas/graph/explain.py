@@ -9,6 +9,7 @@ Rules may add richer lines (the TensorRT engine rule diffs the two canonical net
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -36,7 +37,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 _SECTION_WORDS = {"inputs": "input", "params": "param", "env": "fingerprint"}
 
 
-def diff_components(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def diff_components(old: Mapping[str, Any], new: Mapping[str, Any], verb: str = "changed") -> list[str]:
     """One line per changed key component (rule, version, each param/input/env field)."""
     lines = []
     for section in ("rule", "rule_version", "schema"):
@@ -53,8 +54,8 @@ def diff_components(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
                 lines.append(f"{word} {name} added: {_short(after[name])}")
             elif before[name] != after[name]:
                 label = f"`{name}`" if section == "inputs" else name
-                verb = " changed" if section == "inputs" else ""
-                lines.append(f"{word} {label}{verb} {_short(before[name])} -> {_short(after[name])}")
+                said = f" {verb}" if section == "inputs" else ""
+                lines.append(f"{word} {label}{said} {_short(before[name])} -> {_short(after[name])}")
     return lines
 
 
@@ -63,6 +64,24 @@ class Explanation:
     action_id: str
     status: str
     lines: tuple[str, ...]
+
+
+_RANK = re.compile(r"^(?P<stem>.+)\[rank(?P<rank>\d+)\]$")
+
+
+def sharing_lines(action_id: str, records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """For ``X[rankN]`` (N > 0): whether it shared its key with ``X[rank0]``, and if not, why."""
+    match = _RANK.match(action_id)
+    if not match or match["rank"] == "0":
+        return []
+    first_id = f"{match['stem']}[rank0]"
+    mine, first = records.get(action_id), records.get(first_id)
+    if not first or not mine or not mine.get("key_components") or not first.get("key_components"):
+        return []
+    if mine["key"] == first["key"]:
+        return [f"same key as {first_id}: one build serves both (the rank lives only in the weights)"]
+    differences = diff_components(first["key_components"], mine["key_components"], verb="differs")
+    return [f"does not share with {first_id}: {line}" for line in differences]
 
 
 def explain_builds(
@@ -78,12 +97,14 @@ def explain_builds(
         if only and only not in (action_id, record.get("rule")):
             continue
         status = record["status"]
+        rule = registry.rules.get(record["rule"])
+        shared = sharing_lines(action_id, new) if rule is not None and rule.explain_sharing else []
         if status not in ("built", "would-build", "failed"):
-            explanations.append(Explanation(action_id, status, (f"not re-run ({status})",)))
+            explanations.append(Explanation(action_id, status, (f"not re-run ({status})", *shared)))
             continue
         before = (old or {}).get(action_id)
         if before is None or not before.get("key_components"):
-            explanations.append(Explanation(action_id, status, ("no earlier build of this action to compare with",)))
+            explanations.append(Explanation(action_id, status, ("no earlier build of this action to compare with", *shared)))
             continue
         if not record.get("key_components"):
             explanations.append(Explanation(action_id, status, (record.get("reason") or "its key is not known yet",)))
@@ -93,11 +114,10 @@ def explain_builds(
             explanations.append(Explanation(action_id, status, (why,)))
             continue
         lines = diff_components(before["key_components"], record["key_components"])
-        rule = registry.rules.get(record["rule"])
         if rule is not None and rule.explain is not None:
             try:
                 lines += rule.explain(before["key_components"], record["key_components"], store)
             except Exception as exc:  # a richer diff is a bonus; never fail explain for it
                 lines.append(f"(detailed diff unavailable: {exc})")
-        explanations.append(Explanation(action_id, status, tuple(lines)))
+        explanations.append(Explanation(action_id, status, tuple(lines + shared)))
     return explanations

@@ -55,6 +55,9 @@ class Rule:
     # Optional: fields decided at key time from params (e.g. "tensorrt_rtx_version" when
     # params say the backend is tensorrt_rtx). Returns extra fingerprint field names.
     dynamic_fingerprint: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
+    # Per-rank actions of this rule are expected to share keys (TP engines): explain says
+    # for each rank whether it shared with rank 0 and, if not, which component differs.
+    explain_sharing: bool = False
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -283,7 +283,8 @@ class DecoderGeometry:
         _check(algo in (None, "W8A16"), f"quant_algo {algo!r} is not supported; use none or W8A16")
         _check(quant.get("kv_cache_quant_algo") is None,
                f"kv_cache_quant_algo {quant.get('kv_cache_quant_algo')!r} is not supported (there is no KV cache)")
-        _check(heads % kv_heads == 0, f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+        _check(heads % kv_heads == 0,
+               f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
         _check(heads % tp == 0, f"tp_size={tp} does not divide num_attention_heads={heads}")
         _check(kv_heads % tp == 0 or tp % kv_heads == 0,
                f"tp_size={tp} neither divides nor is a multiple of num_key_value_heads={kv_heads}")
@@ -314,7 +315,8 @@ def _check(ok: bool, message: str) -> None:
 def expected_weights(geometry: DecoderGeometry) -> dict[str, tuple[tuple[int, ...], str]]:
     """Every tensor one rank's file must hold: name -> (shape, dtype name). Rank-independent."""
     g, dt = geometry, geometry.dtype
-    out: dict[str, tuple[tuple[int, ...], str]] = {"transformer.vocab_embedding.weight": ((g.embedding_rows, g.hidden), dt)}
+    out: dict[str, tuple[tuple[int, ...], str]] = {
+        "transformer.vocab_embedding.weight": ((g.embedding_rows, g.hidden), dt)}
 
     def linear(prefix: str, rows: int, cols: int) -> None:
         if g.quantization == "W8A16":  # stored transposed, [in, out], with a per-output-channel scale
@@ -406,8 +408,9 @@ class DecoderNetwork(ParsedNetwork):
 
     ``constants`` are all named constants by name: the checkpoint tensors
     (``weight_names``) and the values derived from the config and rank (RoPE tables, scales,
-    :data:`VOCAB_START`). TensorRT does not copy constant weights, so holding them here keeps
-    their memory alive as long as the network; they are also what a refit must supply.
+    :data:`VOCAB_START`, int64 shape pieces). TensorRT does not copy constant weights, so
+    holding them here keeps their memory alive as long as the network; those the engine
+    reports refittable are what a refit of this rank must supply.
     ``profiles`` are the optimization profiles a build needs (empty for static shapes).
     """
 
@@ -477,7 +480,8 @@ class _Writer:
         self.constants: dict[str, np.ndarray] = {}
         self._tensors: dict[str, Any] = {}
 
-    def _named(self, layer: Any, name: str) -> Any:
+    def named(self, layer: Any, name: str) -> Any:
+        """Name ``layer`` (names are the same on every rank) and return its output."""
         layer.name = name
         return layer.get_output(0)
 
@@ -491,7 +495,7 @@ class _Writer:
             weights = self.trt.Weights(self.trt.DataType.BF16, array.ctypes.data, array.size)
         else:
             weights = self.trt.Weights(array)
-        tensor = self._named(self.net.add_constant(array.shape, weights), name)
+        tensor = self.named(self.net.add_constant(array.shape, weights), name)
         self._tensors[name] = tensor
         return tensor
 
@@ -510,27 +514,27 @@ class _Writer:
             layer.reshape_dims = tuple(reshape)
         if then_transpose is not None:
             layer.second_transpose = tuple(then_transpose)
-        return self._named(layer, name)
+        return self.named(layer, name)
 
     def elementwise(self, a: Any, b: Any, op: str, name: str) -> Any:
-        return self._named(self.net.add_elementwise(a, b, getattr(self.trt.ElementWiseOperation, op)), name)
+        return self.named(self.net.add_elementwise(a, b, getattr(self.trt.ElementWiseOperation, op)), name)
 
     def cast(self, x: Any, dtype: Any, name: str) -> Any:
-        return self._named(self.net.add_cast(x, dtype), name)
+        return self.named(self.net.add_cast(x, dtype), name)
 
     def shape_with(self, like: Any, tail: Sequence[int], name: str) -> Any:
         """The int64 shape ``[*like.shape, *tail]``: a size for slices whose leading dims
         follow the (possibly dynamic) batch and sequence."""
-        head = self._named(self.net.add_shape(like), f"{name}.shape")
+        head = self.named(self.net.add_shape(like), f"{name}.shape")
         tail_tensor = self.constant(f"shape.tail.{'x'.join(map(str, tail))}", np.asarray(tail, np.int64))
-        return self._named(self.net.add_concatenation([head, tail_tensor]), name)
+        return self.named(self.net.add_concatenation([head, tail_tensor]), name)
 
     def slice(self, x: Any, start: Sequence[int], size: Any, name: str, wrap: bool = False) -> Any:
         layer = self.net.add_slice(x, tuple(start), (1,) * len(start), (1,) * len(start))
         layer.set_input(2, size)
         if wrap:
             layer.mode = self.trt.SampleMode.WRAP
-        return self._named(layer, name)
+        return self.named(layer, name)
 
     def linear(self, x: Any, prefix: str, weights: Mapping[str, np.ndarray]) -> Any:
         """``x [b, s, in] -> [b, s, out]`` with TRT-LLM's ``[out, in]`` weight (or W8A16's
@@ -540,13 +544,13 @@ class _Writer:
             scale = self.constant(f"{prefix}.per_channel_scale", weights[f"{prefix}.per_channel_scale"])
             layer = self.net.add_dequantize(kernel, scale, self.trt_dtype)
             layer.axis = 1
-            kernel = self._named(layer, f"{prefix}.dequantize")
+            kernel = self.named(layer, f"{prefix}.dequantize")
             op = self.trt.MatrixOperation.NONE
         else:
             op = self.trt.MatrixOperation.TRANSPOSE
         kernel = self.shuffle(kernel, f"{prefix}.weight.expand", reshape=(1, *kernel.shape))
         layer = self.net.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, kernel, op)
-        return self._named(layer, f"{prefix}.matmul")
+        return self.named(layer, f"{prefix}.matmul")
 
     def rms_norm(self, x: Any, weight_name: str, weights: Mapping[str, np.ndarray], epsilon: float) -> Any:
         """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis."""
@@ -554,9 +558,9 @@ class _Writer:
         fp32 = self.trt.DataType.FLOAT
         x32 = self.cast(x, fp32, f"{prefix}.to_float")
         square = self.elementwise(x32, x32, "PROD", f"{prefix}.square")
-        mean = self._named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
+        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
         eps = self.scalar("rms_norm.epsilon", epsilon, "float32")
-        root = self._named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
+        root = self.named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
                                               self.trt.UnaryOperation.SQRT), f"{prefix}.sqrt")
         normed = self.cast(self.elementwise(x32, root, "DIV", f"{prefix}.normalize"), self.trt_dtype,
                            f"{prefix}.to_dtype")
@@ -572,7 +576,7 @@ class _Writer:
                       else (trt.CollectiveOperation.ALL_REDUCE, trt.ReduceOperation.SUM))
         layer = self.net.add_dist_collective(x, op, reduce, -1, list(range(tp)))
         layer.num_ranks = tp
-        return self._named(layer, name)
+        return self.named(layer, name)
 
 
 def _decoder(w: _Writer, g: DecoderGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any,
@@ -580,8 +584,9 @@ def _decoder(w: _Writer, g: DecoderGeometry, rank: int, weights: Mapping[str, np
     x = _embedding(w, g, rank, weights, ids)
     cos_table, sin_table = rotary_tables(g, max_seq_len)
     cache_size = w.shape_with(ids, (g.head_size // 2,), "rotary_embedding.cache_size")
-    cos = w.slice(w.constant("rotary_embedding.cos", cos_table), (0, 0, 0), cache_size, "rotary_embedding.cos_cache", True)
-    sin = w.slice(w.constant("rotary_embedding.sin", sin_table), (0, 0, 0), cache_size, "rotary_embedding.sin_cache", True)
+    cos, sin = (w.slice(w.constant(f"rotary_embedding.{part}", table), (0, 0, 0), cache_size,
+                        f"rotary_embedding.{part}_cache", wrap=True)
+                for part, table in (("cos", cos_table), ("sin", sin_table)))
     for i in range(g.layers):
         x = _decoder_layer(w, g, weights, f"transformer.layers.{i}", x, ids, cos, sin)
     x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
@@ -600,7 +605,7 @@ def _embedding(w: _Writer, g: DecoderGeometry, rank: int, weights: Mapping[str, 
     name = "transformer.vocab_embedding"
     table = w.constant(f"{name}.weight", weights[f"{name}.weight"])
     if not g.vocab_parallel:
-        return w._named(w.net.add_gather(table, ids, 0), f"{name}.gather")
+        return w.named(w.net.add_gather(table, ids, 0), f"{name}.gather")
     rows = g.embedding_rows
     start = w.constant(VOCAB_START, np.array([[rank * rows]], np.int32))
     local = w.elementwise(ids, start, "SUB", f"{name}.local_ids")
@@ -609,7 +614,7 @@ def _embedding(w: _Writer, g: DecoderGeometry, rank: int, weights: Mapping[str, 
     clamped = w.elementwise(w.elementwise(local, floor, "MAX", f"{name}.clamp_low"), ceiling, "MIN",
                             f"{name}.clamp_high")
     inside = w.cast(w.elementwise(local, clamped, "EQUAL", f"{name}.owned"), w.trt_dtype, f"{name}.owned_mask")
-    rows_out = w._named(w.net.add_gather(table, clamped, 0), f"{name}.gather")
+    rows_out = w.named(w.net.add_gather(table, clamped, 0), f"{name}.gather")
     mask = w.shuffle(inside, f"{name}.owned_mask.expand", reshape=(0, 0, 1))
     return w.collective(w.elementwise(rows_out, mask, "PROD", f"{name}.mask"), g.tp, f"{name}.all_reduce")
 
@@ -630,7 +635,7 @@ def _decoder_layer(w: _Writer, g: DecoderGeometry, weights: Mapping[str, np.ndar
     rotated = {}
     for part in ("q", "k"):
         layer = w.net.add_rotary_embedding(split[part], cos, sin, False, 0)
-        rotated[part] = w._named(layer, f"{p}.attention.{part}.rotary")
+        rotated[part] = w.named(layer, f"{p}.attention.{part}.rotary")
     q = w.elementwise(rotated["q"], w.scalar("attention.query_scale", 1.0 / math.sqrt(d), rank=4), "PROD",
                       f"{p}.attention.q.scale")
     attention = w.net.add_attention_v2(q, rotated["k"], split["v"], trt.AttentionNormalizationOp.SOFTMAX,
@@ -647,7 +652,7 @@ def _decoder_layer(w: _Writer, g: DecoderGeometry, weights: Mapping[str, np.ndar
     h = w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon)
     fc = w.linear(h, f"{p}.mlp.fc", weights)  # HF gate_proj: the activation applies to it
     up = w.linear(h, f"{p}.mlp.gate", weights)  # HF up_proj
-    sigmoid = w._named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid")
+    sigmoid = w.named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid")
     silu = w.elementwise(fc, sigmoid, "PROD", f"{p}.mlp.silu")
     out = w.linear(w.elementwise(silu, up, "PROD", f"{p}.mlp.gated"), f"{p}.mlp.proj", weights)
     if g.tp > 1:
@@ -681,7 +686,8 @@ class LayerSupport:
     error: str | None = None
 
 
-def build_decoder_engine(backend: Backend, network: ParsedNetwork, spec: EngineSpec, refittable: bool) -> EnginePlan:
+def build_decoder_engine(backend: Backend, network: ParsedNetwork, spec: EngineSpec, refittable: bool,
+                         build: Callable[..., EnginePlan] = build_plan) -> EnginePlan:
     """``engine.build_plan`` for a written network, whose failure names the layer to blame.
 
     A network's own profiles are used when the spec has none. When the build fails with
@@ -693,7 +699,7 @@ def build_decoder_engine(backend: Backend, network: ParsedNetwork, spec: EngineS
         spec = replace(spec, profiles=network.profiles)
     mark = len(network.logger.lines)
     try:
-        return build_plan(backend, network, spec, refittable)
+        return build(backend, network, spec, refittable)
     except TrtcasError as exc:
         errors = network.logger.errors(mark)
         if refittable or spec.strip_weights or not errors:
@@ -776,7 +782,7 @@ def _probe_input(w: _Writer, shape: Sequence[int], dtype: Any = None) -> Any:
 
 def _probe_gather(w: _Writer) -> Any:
     ids = _probe_input(w, (_B, _S), w.trt.int32)
-    return w._named(w.net.add_gather(w.constant("table", np.ones((32, _H), np.float16)), ids, 0), "gather")
+    return w.named(w.net.add_gather(w.constant("table", np.ones((32, _H), np.float16)), ids, 0), "gather")
 
 
 def _probe_matmul(w: _Writer) -> Any:
@@ -789,7 +795,7 @@ def _probe_dequantize(w: _Writer) -> Any:
 
 
 def _probe_activation(w: _Writer) -> Any:
-    return w._named(w.net.add_activation(_probe_input(w, (_B, _S, _H)), w.trt.ActivationType.SIGMOID), "sigmoid")
+    return w.named(w.net.add_activation(_probe_input(w, (_B, _S, _H)), w.trt.ActivationType.SIGMOID), "sigmoid")
 
 
 def _probe_elementwise(w: _Writer) -> Any:
@@ -803,14 +809,14 @@ def _probe_rms_norm(w: _Writer) -> Any:
 def _probe_normalization(w: _Writer) -> Any:
     scale = w.constant("scale", np.ones((1, 1, _H), np.float16))
     bias = w.constant("bias", np.zeros((1, 1, _H), np.float16))
-    return w._named(w.net.add_normalization_v2(_probe_input(w, (_B, _S, _H)), scale, bias, 1 << 2), "norm")
+    return w.named(w.net.add_normalization_v2(_probe_input(w, (_B, _S, _H)), scale, bias, 1 << 2), "norm")
 
 
 def _probe_rotary(w: _Writer) -> Any:
     x = _probe_input(w, (_B, _HEADS, _S, _D))
     cos = w.constant("cos", np.ones((_B, _S, _D // 2), np.float16))
     sin = w.constant("sin", np.zeros((_B, _S, _D // 2), np.float16))
-    return w._named(w.net.add_rotary_embedding(x, cos, sin, False, 0), "rotary")
+    return w.named(w.net.add_rotary_embedding(x, cos, sin, False, 0), "rotary")
 
 
 def _probe_attention(w: _Writer) -> Any:

@@ -1,8 +1,12 @@
 """The three TensorRT rules: network, engine, refit.
 
-    trt.network  ONNX (+ external data)      -> structure, canonical, weights manifest, io, refit names
-    trt.engine   structure + io (+ weights)  -> plan, names          (builds from the ONNX, unkeyed)
+    trt.network  a network source            -> structure, canonical, weights manifest, io, refit names
+    trt.engine   structure + io (+ weights)  -> plan, names          (builds from the source, unkeyed)
     trt.refit    plan + names + weights      -> refitted plan
+
+A network source is either an ONNX file (``params.source = "onnx"``, input ``onnx``) or a
+TensorRT-LLM checkpoint rank (``"trtllm"``, inputs ``source_weights``, a manifest of the
+rank's tensors, and ``source_config``), written with TensorRT's native layers.
 
 Why the split keys soundly:
 - ``structure`` is the canonical ONNX without weight values; its digest is the structural
@@ -21,14 +25,14 @@ Why the split keys soundly:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from trtcas.cas.digest import Digest, TensorEntry, TensorManifest, hash_bytes
+from trtcas.cas.digest import Digest, TensorManifest
 from trtcas.errors import TrtcasError
 from trtcas.graph.rule import Rule, register_rule
+from trtcas.rules.tensors import load_tensors
 
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "FLOAT", "HALF", "BF16", "F32", "F16", "float64", "FP8", "float8_e4m3fn"}
 
@@ -59,26 +63,33 @@ def _profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple
     return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
 
 
-def _parse(ctx, toolchain):
-    from trtcas.rules.network import parse_onnx
+def load_network(ctx, toolchain):
+    """(network holder, source ONNX model or None, profiles by input name) for this action."""
+    if ctx.params.get("source", "onnx") == "onnx":
+        import onnx
 
-    return parse_onnx(toolchain.backend, ctx.input_path("onnx"))
+        from trtcas.rules.network import parse_onnx
+
+        path = ctx.input_path("onnx")
+        return parse_onnx(toolchain.backend, path), onnx.load(str(path)), _profiles_by_name(ctx.params.get("profiles", []))
+    from trtcas.rules.llm_network import build_decoder_network
+
+    weights = load_tensors(ctx.store.blobs, TensorManifest.from_bytes(ctx.input_bytes("source_weights")))
+    decoder = build_decoder_network(
+        toolchain.backend, json.loads(ctx.input_bytes("source_config")), int(ctx.params["rank"]), weights,
+        int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),
+    )
+    return decoder, None, _profiles_by_name([p.canonical() for p in decoder.profiles])
 
 
 # ---- trt.network -------------------------------------------------------------------------
 def run_network(ctx) -> dict[str, Any]:
-    import onnx
-
     from trtcas.rules.canonical import canonicalize_network, serialize
     from trtcas.rules.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed = _parse(ctx, toolchain)
-    source = onnx.load(str(ctx.input_path("onnx")))
-    canon = canonicalize_network(
-        toolchain.backend.trt, parsed.network, _profiles_by_name(ctx.params.get("profiles", [])), onnx_model=source,
-        algo=ctx.store.algo,
-    )
+    parsed, source, profiles = load_network(ctx, toolchain)
+    canon = canonicalize_network(toolchain.backend.trt, parsed.network, profiles, onnx_model=source, algo=ctx.store.algo)
     for entry in canon.weights.entries:
         value = canon.weight_values.get(entry.name)  # None for empty weights (e.g. an unused scale power)
         stored = ctx.put_bytes(b"" if value is None else np.ascontiguousarray(value).tobytes())
@@ -109,9 +120,13 @@ def engine_spec(params: Mapping[str, Any]):
 def run_engine(ctx) -> dict[str, Any]:
     from trtcas.rules.toolchain import load_toolchain
 
+    from trtcas.rules.llm_network import build_decoder_engine
+
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed = _parse(ctx, toolchain)
-    plan = toolchain.build_plan(toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"])
+    parsed, _, _ = load_network(ctx, toolchain)
+    plan = build_decoder_engine(  # plain build_plan, plus naming the layer to blame on failure
+        toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
+    )
     if plan.effective_config != ctx.params["effective_config"]:
         raise TrtcasError("the builder config differs from the one planned into the key; report this bug")
     for line in plan.log:
@@ -137,30 +152,13 @@ def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], store) -> lis
 
 
 # ---- trt.refit ---------------------------------------------------------------------------
-def load_weights(store, manifest: TensorManifest) -> dict[str, np.ndarray]:
-    import ml_dtypes  # noqa: F401  (registers bfloat16 / fp8 with numpy)
-
-    arrays = {}
-    for entry in manifest.entries:
-        data = store.blobs.get_bytes(entry.digest)
-        arrays[entry.name] = np.frombuffer(data, dtype=_numpy_dtype(entry.dtype)).reshape(entry.shape)
-    return arrays
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    import ml_dtypes
-
-    special = {"bfloat16": ml_dtypes.bfloat16, "float8_e4m3fn": ml_dtypes.float8_e4m3fn}
-    return np.dtype(special.get(name, name))
-
-
 def run_refit(ctx) -> dict[str, Any]:
     from trtcas.rules.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
     names = json.loads(ctx.input_bytes("names"))
     manifest = TensorManifest.from_bytes(ctx.input_bytes("weights"))
-    by_structure = load_weights(ctx.store, manifest)
+    by_structure = load_tensors(ctx.store.blobs, manifest)
     unnamed = sorted(set(by_structure) - set(names))
     refittable = {names[role]: array for role, array in by_structure.items() if role in names}
     ctx.log(f"refitting {len(refittable)} weights ({len(unnamed)} without a TensorRT name are part of the plan)")
@@ -173,7 +171,9 @@ NETWORK_RULE = register_rule(Rule(
 ))
 ENGINE_RULE = register_rule(Rule(
     "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
-    unkeyed_inputs=frozenset({"onnx", "refit_names"}), explain=explain_engine,
+    unkeyed_inputs=frozenset({"onnx", "refit_names", "source_weights", "source_config"}),
+    cosmetic_params=frozenset({"rank"}),  # the rank lives in the weights; equal structure may share
+    explain=explain_engine, explain_sharing=True,
     doc="canonical network + builder config -> engine plan",
 ))
 REFIT_RULE = register_rule(Rule(

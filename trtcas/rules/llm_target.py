@@ -1,0 +1,165 @@
+"""LLM targets: a Hugging Face Llama checkpoint (or a TensorRT-LLM one) -> per-rank engines.
+
+    [model]
+    hf = "tiny-llama"            # or: checkpoint = "trtllm-ckpt" (config.json + rank{N}.safetensors)
+    dtype = "float16"            # float16 | bfloat16 | float32 (hf only)
+    quantization = "none"        # none | W8A16 (hf only)
+    max_batch_size = 2
+    max_seq_len = 16
+    [parallel]
+    tp = 2
+    [engine] ...                 # as for ONNX targets
+
+For tp = N the graph has, per rank r: ``convert[rank r]`` (HF -> TensorRT-LLM tensors of that
+rank, stored per tensor), ``network[rank r]`` (the decoder written with TensorRT's native
+layers, canonicalized), ``engine[rank r]`` and, when refittable, ``refit[rank r]``. The
+rank lives only in the weights, so when the structural digests of two ranks are equal and
+the engine does not embed weights, their engine keys are equal and the build runs once
+(the others are ``shared``), followed by one refit per rank. Where weights must be
+embedded (any CPU-only build), the keys differ by the weights and every rank builds.
+The converted checkpoint is materialized at ``<output dir>/checkpoint/`` as TensorRT-LLM
+reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from trtcas.errors import TrtcasError
+from trtcas.graph.action import Action, InputRef
+from trtcas.graph.dag import PlannedTarget, Planner, register_planner
+from trtcas.graph.rule import Rule, register_rule
+from trtcas.rules.onnx_target import engine_settings, spec_params
+from trtcas.rules.tensors import store_tensors
+
+MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
+
+
+# ---- rules ----------------------------------------------------------------------------------
+def run_convert(ctx) -> dict[str, Any]:
+    from trtcas.rules.convert import ConvertSpec, iter_rank_tensors, read_hf_config, trtllm_config
+
+    params = ctx.params
+    spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
+                       quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
+    hf_dir = ctx.input_path("hf")
+    manifest = store_tensors(ctx.store.blobs, iter_rank_tensors(hf_dir, spec, params["rank"]))
+    ctx.log(f"rank {params['rank']}: {len(manifest.entries)} tensors, {manifest.total_bytes} bytes")
+    config = trtllm_config(read_hf_config(hf_dir), spec)
+    return {"weights": manifest.to_bytes(), "config": json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"}
+
+
+def run_import_checkpoint(ctx) -> dict[str, Any]:
+    """A TensorRT-LLM checkpoint rank already on disk -> the same outputs as convert."""
+    from trtcas.rules.llm_network import read_rank_weights, read_trtllm_checkpoint
+
+    checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
+    manifest = store_tensors(ctx.store.blobs, read_rank_weights(checkpoint, ctx.params["rank"]).items())
+    return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
+
+
+register_rule(Rule("llm.convert", 1, run_convert, fingerprint_fields=("pkg:numpy", "pkg:ml_dtypes"),
+                   doc="HF Llama checkpoint -> one TensorRT-LLM rank, stored per tensor"))
+register_rule(Rule("llm.import_checkpoint", 1, run_import_checkpoint,
+                   doc="TensorRT-LLM checkpoint rank -> per-tensor manifest"))
+
+
+# ---- planning -------------------------------------------------------------------------------
+def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    model = dict(config.get("model", {}))
+    unknown = set(model) - MODEL_KEYS
+    if unknown:
+        raise TrtcasError(f"[model]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(MODEL_KEYS))}")
+    if ("hf" in model) == ("checkpoint" in model):
+        raise TrtcasError("[model]: give exactly one of hf = \"<HF checkpoint dir>\" or checkpoint = \"<TensorRT-LLM checkpoint dir>\"")
+    parallel = dict(config.get("parallel", {}))
+    unknown = set(parallel) - {"tp", "pp"}
+    if unknown:
+        raise TrtcasError(f"[parallel]: unknown setting(s) {', '.join(sorted(unknown))}; known: tp, pp")
+    settings = {
+        "tp": parallel.get("tp", 1), "pp": parallel.get("pp", 1),
+        "dtype": model.get("dtype", "float16"),
+        "quantization": None if model.get("quantization", "none") in (None, "none") else model["quantization"],
+        "vocab_parallel": bool(model.get("vocab_parallel", False)),
+        "max_batch_size": model.get("max_batch_size", 1), "max_seq_len": model.get("max_seq_len", 128),
+    }
+    for name in ("tp", "pp", "max_batch_size", "max_seq_len"):
+        value = settings[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TrtcasError(f"{name} = {value!r}: must be a positive integer")
+    if settings["pp"] != 1:
+        raise TrtcasError("pp > 1 is not supported yet: engines are built per tensor-parallel rank of one stage; set [parallel] pp = 1")
+    source = model.get("hf") or model.get("checkpoint")
+    if not (base / source).is_dir():
+        raise TrtcasError(f"[model] {'hf' if 'hf' in model else 'checkpoint'} = {source!r}: no such directory next to the target file")
+    if "hf" in model:
+        from trtcas.rules.convert import ConvertSpec, plan_rank, read_hf_config
+
+        spec = ConvertSpec(tp=settings["tp"], pp=1, dtype=settings["dtype"], quantization=settings["quantization"],
+                           vocab_parallel=settings["vocab_parallel"])
+        plan_rank(read_hf_config(base / source), spec, 0)  # checks tp against heads/vocab, reads no tensors
+    settings["source"], settings["kind"] = source, "hf" if "hf" in model else "checkpoint"
+    return settings
+
+
+def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
+    if settings["kind"] == "hf":
+        params = {k: settings[k] for k in ("tp", "pp", "dtype", "quantization", "vocab_parallel")} | {"rank": rank}
+        return Action(f"convert[rank{rank}]", "llm.convert", params, {"hf": InputRef(path=settings["source"])},
+                      {"weights": f"safetensors:checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"})
+    return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank}, {"checkpoint": InputRef(path=settings["source"])})
+
+
+def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
+    from trtcas.rules.engine import effective_builder_config
+
+    settings = _model_settings(config, base)
+    backend_name, toolchain, spec, refittable, why = engine_settings(config)
+    backend = toolchain.backend
+    common = {"backend": backend_name, "flavour": backend.flavour}
+    engine_params = {
+        **common, "source": "trtllm", "spec": spec_params(spec), "refittable": refittable,
+        "aot": bool(backend.capabilities.aot_targets), "effective_config": effective_builder_config(spec, backend, refittable),
+    }
+    actions = []
+    for rank in range(settings["tp"]):
+        weights = _weights_actions(settings, rank)
+        source = {"source_weights": InputRef(action=weights.id, output="weights"),
+                  "source_config": InputRef(action=weights.id, output="config")}
+        network = Action(f"network[rank{rank}]", "trt.network",
+                         {**common, "source": "trtllm", "rank": rank, "max_batch_size": settings["max_batch_size"],
+                          "max_seq_len": settings["max_seq_len"]}, source)
+        engine_inputs = {**source, "structure": InputRef(action=network.id, output="structure"),
+                         "io": InputRef(action=network.id, output="io"),
+                         "refit_names": InputRef(action=network.id, output="refit_names")}
+        if refittable:
+            shaping = Action(f"plan_shaping_weights[rank{rank}]", "trt.plan_shaping_weights", {},
+                             {"weights": InputRef(action=network.id, output="weights")})
+            engine_inputs["plan_shaping_weights"] = InputRef(action=shaping.id, output="weights")
+            actions += [weights, network, shaping]
+        else:
+            engine_inputs["weights"] = InputRef(action=network.id, output="weights")
+            actions += [weights, network]
+        engine = Action(
+            f"engine[rank{rank}]", "trt.engine",
+            {**engine_params, "rank": rank, "max_batch_size": settings["max_batch_size"], "max_seq_len": settings["max_seq_len"]},
+            engine_inputs, {} if refittable else {"plan": f"engines/rank{rank}.engine"},
+        )
+        actions.append(engine)
+        if refittable:
+            actions.append(Action(
+                f"refit[rank{rank}]", "trt.refit", common,
+                {"engine": InputRef(action=engine.id, output="plan"), "names": InputRef(action=engine.id, output="names"),
+                 "weights": InputRef(action=network.id, output="weights")},
+                {"plan": f"engines/rank{rank}.engine"},
+            ))
+    notes = (why,) if not refittable else ()
+    if not refittable and settings["tp"] > 1:
+        notes += (f"each of the {settings['tp']} ranks builds its own engine because weights are embedded; "
+                  "with a refit-capable backend, ranks with equal structure share one build",)
+    return PlannedTarget(tuple(actions), notes)
+
+
+register_planner(Planner("llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm))
