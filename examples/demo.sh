@@ -40,3 +40,17 @@ step trtcas explain
 
 step trtcas build --set engine.optimization_level=5     # any target-file value is also a flag
 step trtcas cache stats
+
+# ---- an LLM with tensor parallelism 2 -------------------------------------------------------
+cd ../..
+cp -r examples/llm .demo/llm
+python examples/make_tiny_llama.py .demo/llm/hf --seed 0 >/dev/null
+cd .demo/llm
+step trtcas graph
+step trtcas build                       # convert per rank, write each rank's decoder, build engines
+ls -l out/checkpoint out/engines
+step trtcas explain engine[rank1]       # why rank 1 did not share rank 0's engine here
+rm -rf hf && python ../../examples/make_tiny_llama.py hf --seed 0 --finetune-layer 1 >/dev/null
+echo; echo "# fine-tune of layer 1"
+step trtcas build
+step trtcas cache stats

@@ -208,3 +208,15 @@ def test_round_trip_of_a_file_over_1gb_in_bounded_memory(store, tmp_path):
         assert f.read(8) == b"headhead"
         f.seek(size - 4)
         assert f.read() == b"tail"
+
+
+def test_compressed_blob_is_served_after_the_stat_cache_vouched_for_it(tmp_path):
+    """Regression: the stat cache once returned the *file* size as the content size of a
+    .zst blob, so every compressed blob looked corrupt once the cache had recorded it."""
+    blobs = BlobStore(tmp_path, statcache=StatCache(tmp_path / "s.sqlite", granularity_ns=0))
+    data = b"compressible text " * 5000
+    digest = blobs.put_bytes(data)
+    assert blobs.locate(digest).compressed
+    for _ in range(3):  # first read records it; later reads trust the record
+        assert blobs.get_bytes(digest) == data
+    assert blobs.statcache.lookup(blobs.locate(digest).path, "blake3", kind="blake3+zstd") == digest

@@ -25,10 +25,10 @@ from trtcas.cas.digest import Digest, hash_file
 DEFAULT_GRANULARITY_NS = 2_000_000_000
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS stat_digest (
+CREATE TABLE IF NOT EXISTS stat_digest_v2 (
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, kind TEXT NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    hex TEXT NOT NULL,
+    hex TEXT NOT NULL, digest_size INTEGER NOT NULL,
     PRIMARY KEY (dev, ino, kind)
 )
 """
@@ -62,14 +62,15 @@ class StatCache:
         try:
             st = os.stat(path)
             row = self._conn().execute(
-                "SELECT size, mtime_ns, ctime_ns, hex FROM stat_digest WHERE dev=? AND ino=? AND kind=?",
+                "SELECT size, mtime_ns, ctime_ns, hex, digest_size FROM stat_digest_v2 WHERE dev=? AND ino=? AND kind=?",
                 (st.st_dev, st.st_ino, kind or algo),
             ).fetchone()
         except (OSError, sqlite3.Error):
             return None
         if row is None or tuple(row[:3]) != _signature(st):
             return None
-        return Digest(algo, row[3], st.st_size)
+        # digest_size, not the file's size: a compressed blob's content is larger than its file
+        return Digest(algo, row[3], row[4])
 
     def digest_of(
         self,
@@ -100,8 +101,8 @@ class StatCache:
     def _record(self, st: os.stat_result, kind: str, digest: Digest) -> None:
         try:
             self._conn().execute(
-                "INSERT OR REPLACE INTO stat_digest VALUES (?,?,?,?,?,?,?)",
-                (st.st_dev, st.st_ino, kind, *_signature(st), digest.hex),
+                "INSERT OR REPLACE INTO stat_digest_v2 VALUES (?,?,?,?,?,?,?,?)",
+                (st.st_dev, st.st_ino, kind, *_signature(st), digest.hex, digest.size),
             )
         except sqlite3.Error:
             pass  # a stat cache that cannot write is a slower build, not a failed one
@@ -109,7 +110,7 @@ class StatCache:
     def forget(self, path: str | os.PathLike) -> None:
         try:
             st = os.stat(path)
-            self._conn().execute("DELETE FROM stat_digest WHERE dev=? AND ino=?", (st.st_dev, st.st_ino))
+            self._conn().execute("DELETE FROM stat_digest_v2 WHERE dev=? AND ino=?", (st.st_dev, st.st_ino))
         except (OSError, sqlite3.Error):
             pass
 
