@@ -195,13 +195,20 @@ class BlobStore:
             raise
         return temp, digest, compress
 
-    def _store_chunks(self, first: bytes, rest: Iterator[bytes], expected: Digest | None) -> Digest:
+    def _store_chunks(
+        self, first: bytes, rest: Iterator[bytes], expected: Digest | None, untrusted: bool = False
+    ) -> Digest:
+        """Write, check against ``expected`` (if known), install. A mismatch is
+        ``ContentChanged`` for our own files and ``DigestMismatch`` for untrusted bytes."""
         directory = self._raw_path(expected).parent if expected else self.tmp_root
         stem, size = (expected.hex, expected.size) if expected else ("stream", -1)
-        temp, digest, compressed = self._write_from(first, rest, directory, stem, size)
+        try:
+            temp, digest, compressed = self._write_from(first, rest, directory, stem, size)
+        except zstandard.ZstdError as exc:  # the zstd frame was declared with expected.size
+            raise _mismatch(expected, None, untrusted) from exc
         if expected is not None and digest != expected:
             temp.unlink(missing_ok=True)
-            raise ContentChanged(f"content changed while being stored (expected {expected}, read {digest}); retry once it is stable")
+            raise _mismatch(expected, digest, untrusted)
         if self.has(digest):
             temp.unlink(missing_ok=True)
         else:
@@ -229,7 +236,6 @@ class BlobStore:
         blob, not even briefly. At most ``expected.size + 1`` bytes are read: a server that
         sends an endless body cannot fill the disk.
         """
-        directory = self._raw_path(expected).parent
         remaining = expected.size + 1
 
         def read(amount: int) -> bytes:
@@ -239,20 +245,7 @@ class BlobStore:
             return chunk
 
         first = read(SAMPLE_BYTES)
-        try:
-            temp, digest, compressed = self._write_from(
-                first, iter(lambda: read(CHUNK), b""), directory, expected.hex, expected.size
-            )
-        except zstandard.ZstdError as exc:  # the zstd frame was declared with expected.size
-            raise DigestMismatch(f"received bytes for {expected} are not {expected.size} bytes long; discarded") from exc
-        if digest != expected:
-            temp.unlink(missing_ok=True)
-            raise DigestMismatch(f"received {digest.size} bytes hashing to {digest.short}, not {expected}; discarded")
-        if self.has(digest):
-            temp.unlink(missing_ok=True)
-        else:
-            self._install(temp, digest, compressed)
-        return digest
+        return self._store_chunks(first, iter(lambda: read(CHUNK), b""), expected, untrusted=True)
 
     def put_file(self, path: str | os.PathLike) -> Digest:
         """Store a file; hashes through the stat cache so an already-stored file costs a stat."""
@@ -383,6 +376,13 @@ class BlobStore:
             pass
         except OSError:
             path.unlink(missing_ok=True)
+
+
+def _mismatch(expected: Digest, actual: Digest | None, untrusted: bool) -> TrtcasError:
+    read = f"{actual.size} bytes hashing to {actual.short}" if actual else f"not {expected.size} bytes"
+    if untrusted:
+        return DigestMismatch(f"received {read} for {expected}; discarded")
+    return ContentChanged(f"content changed while being stored (expected {expected}, read {read}); retry once it is stable")
 
 
 def _try_reflink(src: Path, dest: Path) -> bool:
