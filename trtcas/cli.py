@@ -8,6 +8,7 @@ its own arguments.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -303,7 +304,24 @@ def env(as_json):
         click.echo(f"{name:>22}  {value}")
 
 
+def setup_logging() -> None:
+    """Library warnings (a quarantined blob, a remote fault) as one ``trtcas: warning:`` line."""
+    import logging
+
+    class LowerLevel(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"trtcas: {record.levelname.lower()}: {record.getMessage()}"
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(LowerLevel())
+    root = logging.getLogger("trtcas")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if os.environ.get("TRTCAS_DEBUG") else logging.WARNING)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
+    setup_logging()
     try:
         cli.main(args=argv, prog_name="trtcas")
     except TrtcasError as exc:

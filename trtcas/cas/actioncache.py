@@ -113,13 +113,16 @@ class ActionCache:
             path.unlink(missing_ok=True)
             return None
 
-    def get(self, key: Digest) -> ActionResult | None:
-        """A hit only if the entry exists and every blob it names is present."""
+    def get(self, key: Digest, count: bool = True) -> ActionResult | None:
+        """A hit only if the entry exists and every blob it names is present. ``count=False``
+        for a second look at the same key (after waiting for a lock), so hit rates stay true."""
         result = self.read(key)
         if result is None or not all(self.blobs.has(d) for d in result.referenced()):
-            self.counters.add("ac_miss")
+            if count:
+                self.counters.add("ac_miss")
             return None
-        self.counters.add("ac_hit")
+        if count:
+            self.counters.add("ac_hit")
         try:
             os.utime(self._path(key))
         except OSError:

@@ -273,9 +273,9 @@ class Executor:
         if dry_run:
             return "would-build", None
         with key_lock(self.store, key.digest):
-            hit = self.tier.lookup(key.digest)  # another process may have built it meanwhile
-            if hit is not None:
-                return hit[1], hit[0]
+            again = self.store.actions.get(key.digest, count=False)  # another process may have built it meanwhile
+            if again is not None:
+                return "cached", again
             result = self._run_rule(action, rule, key, digests, sources)
             self.tier.record(key.digest, result)
             return "built", result
