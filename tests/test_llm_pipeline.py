@@ -97,8 +97,7 @@ def test_ranks_share_one_engine_and_a_finetune_costs_convert_and_refits(tmp_path
     assert sorted([st["engine[rank0]"], st["engine[rank1]"]]) == ["built", "shared"]
     assert st["refit[rank0]"] == st["refit[rank1]"] == "built"
     assert first.action("engine[rank0]").key == first.action("engine[rank1]").key
-    assert any("same key as engine[rank0]" in line for line in explain(root)["engine[rank1]"].lines) or \
-        st["engine[rank1]"] == "built"
+    assert any("same key as engine[rank0]" in line for line in explain(root)["engine[rank1]"].lines)
     engines = [(root / f"out/engines/rank{r}.engine").read_bytes() for r in (0, 1)]
     assert engines[0] != engines[1]  # one build, two refits with each rank's weights
 
@@ -108,7 +107,8 @@ def test_ranks_share_one_engine_and_a_finetune_costs_convert_and_refits(tmp_path
     second = build(root)
     st2 = status(second)
     assert st2["convert[rank0]"] == st2["convert[rank1]"] == "built"
-    assert st2["engine[rank0]"] == "cached" and st2["engine[rank1]"] in ("cached", "shared")
+    # no engine build: one rank hits the cache, the other hits it too or waits on it (shared)
+    assert {st2["engine[rank0]"], st2["engine[rank1]"]} <= {"cached", "shared"} and "cached" in (st2["engine[rank0]"], st2["engine[rank1]"])
     assert st2["refit[rank0]"] == st2["refit[rank1]"] == "built"
     for rank in (0, 1):
         assert first.action(f"network[rank{rank}]").outputs["structure"] == second.action(f"network[rank{rank}]").outputs["structure"]

@@ -270,3 +270,21 @@ def test_weight_only_change_refits_and_hits_the_engine_with_a_refit_test_double(
     assert first.action("engine[rank0]").key == second.action("engine[rank0]").key
     third = project.build()
     assert set(status(third).values()) == {"cached"}
+
+
+def test_corrupt_cached_engine_is_quarantined_and_rebuilt_not_served(project):
+    first = project.build()
+    plan = Digest.parse(first.action("engine[rank0]").outputs["plan"])
+    store = ContentStore(project.cache)
+    blob = store.blobs.locate(plan).path
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    (project.root / "out" / "engines" / "rank0.engine").unlink()
+    second = project.build()
+    assert second.ok and status(second)["engine[rank0]"] == "built"
+    assert any("corrupt" in w for w in second.warnings)
+    engine = (project.root / "out" / "engines" / "rank0.engine").read_bytes()
+    assert bytes(data) != engine and len(engine) > 100_000
+    assert list(store.blobs.quarantine_root.iterdir())

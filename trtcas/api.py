@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import networkx as nx
 
 from trtcas.cas.atomic import atomic_write_bytes
+from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
@@ -76,13 +77,24 @@ def build(
     store = ContentStore(cache_dir)
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
     tier = make_tier(store, remote, remote_upload)
-    executor = Executor(store, config.base_dir, jobs=jobs, fingerprint=fingerprint, tier=tier, reporter=reporter)
-    records = executor.execute(graph, dry_run=dry_run)
-    failed = [r for r in records if r.status == "failed"]
-    warnings = list(tier.warnings)
-    outputs: dict[str, str] = {}
+    warnings: list[str] = []
+    for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
+        executor = Executor(store, config.base_dir, jobs=jobs, fingerprint=fingerprint, tier=tier, reporter=reporter)
+        records = executor.execute(graph, dry_run=dry_run)
+        failed = [r for r in records if r.status == "failed"]
+        outputs: dict[str, str] = {}
+        try:
+            if not failed and not dry_run:
+                outputs = materialize_outputs(store, graph, records, config.output_dir)
+        except BlobNotFound as exc:
+            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=True)]
+        if attempt == 1 and failed and all(r.retryable for r in failed):
+            warnings.append(f"{failed[0].error}; building again without it")
+            continue
+        break
+    warnings += tier.warnings
+    store.counters.flush()
     if not failed and not dry_run:
-        outputs = materialize_outputs(store, graph, records, config.output_dir)
         write_build_json(config, records, outputs, fingerprint.to_dict())
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
         store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used)

@@ -282,6 +282,18 @@ class _UploadBody:
 # ---- the client -------------------------------------------------------------------------
 
 
+def _ack_quickly(conn) -> None:
+    """Linux's delayed ACK stalled kept-alive downloads by ~40 ms (measured on loopback:
+    5 of 9 GETs of a 200 KB blob after a few small ones); TCP_QUICKACK turns it off. The
+    kernel clears the option again as it goes, so it is set per request."""
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is not None and conn.sock is not None:
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass
+
+
 class RemoteCache:
     """Bazel-protocol HTTP cache at ``url``: blobs under ``/cas/``, action entries under ``/ac/``.
 
@@ -536,6 +548,7 @@ class RemoteCache:
                 # The server may have answered (401, 413) and closed before reading the
                 # whole upload; that answer says more than the broken pipe.
                 return conn.getresponse(), True
+            _ack_quickly(conn)
             return conn.getresponse(), False
         except BaseException as exc:
             self._drop(conn)

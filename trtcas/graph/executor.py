@@ -13,6 +13,7 @@ written when it fails, so a failed action leaves no trace and the next build ret
 from __future__ import annotations
 
 import fcntl
+import os
 import logging
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Mapping, Protocol
 import networkx as nx
 
 from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.tiered import TieredStore
 from trtcas.cas.digest import Digest
@@ -203,7 +205,8 @@ class Executor:
             if not isinstance(exc, TrtcasError):
                 log.debug("action %s crashed:\n%s", action.id, traceback.format_exc())
             self._span(action, "failed", start)
-            return ActionRecord(action.id, action.rule, "failed", seconds, error=f"{action.id}: {message}")
+            lost_blob = isinstance(exc, BlobNotFound) or isinstance(exc.__cause__, BlobNotFound)
+            return ActionRecord(action.id, action.rule, "failed", seconds, error=f"{action.id}: {message}", retryable=lost_blob)
         self._outcomes[action.id] = outcome
         self._span(action, outcome.status, start)
         outputs = {n: str(d) for n, d in outcome.result.outputs.items()} if outcome.result else {}
@@ -226,7 +229,7 @@ class Executor:
         sources: dict[str, Path] = {}
         for name, ref in sorted(action.inputs.items()):
             if ref.is_source:
-                path = (self.base_dir / ref.path).resolve()
+                path = Path(os.path.normpath(os.path.join(self.base_dir, ref.path)))  # no symlink walk: 5x fewer stats
                 if path not in self._source_digests:
                     self._source_digests[path] = source_digest(path, self.store.statcache, self.store.algo)
                 digests[name], sources[name] = self._source_digests[path], path

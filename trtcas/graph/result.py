@@ -25,6 +25,9 @@ class ActionRecord:
     error: str | None = None
     reason: str | None = None  # e.g. why a dry-run action would build
     key_components: Mapping[str, Any] | None = None
+    # Failed because a cached blob it needed was corrupt or gone: it has been quarantined,
+    # so running the build again rebuilds it instead of failing.
+    retryable: bool = False
 
     def to_dict(self, with_components: bool = False) -> dict[str, Any]:
         data = {
