@@ -80,7 +80,10 @@ def test_tp2_builds_engines_and_the_checkpoint_tensorrt_llm_reads(tmp_path):
     why = explain(root)["engine[rank1]"].lines
     assert any("does not share with engine[rank0]: input `weights` differs" in line for line in why)
     assert any("weights are embedded" in n for n in first.notes)
+    outputs = [root / "out/checkpoint/rank1.safetensors", root / "out/engines/rank1.engine"]
+    before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs]
     assert set(status(build(root)).values()) == {"cached"}
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in outputs] == before  # a no-op rewrites nothing
 
 
 def logical_bytes(root):

@@ -17,22 +17,13 @@ from remote_fixtures import TEST_TOKEN, nginx, nginx_token  # noqa: F401  (fixtu
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.gc import verify_store
 from nginx_server import free_port
-
-TARGET = """
-[target]
-name = "conv"
-[model]
-onnx = "model.onnx"
-[engine]
-targets = ["sm86"]
-"""
-
+from test_pipeline import TARGET  # the conv example target, shared
 
 def machine(tmp_path, name):
     """A project checkout and an empty cache dir, standing for one machine."""
     root = tmp_path / name
     root.mkdir()
-    (root / "trtcas.toml").write_text(TARGET)
+    (root / "trtcas.toml").write_text(TARGET.format(backend="auto"))
     onnx.save(make_models.make_conv_block(seed=0), str(root / "model.onnx"))
     return root
 

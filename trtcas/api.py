@@ -123,15 +123,26 @@ def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[Ac
             digest = Digest.parse(record.outputs[output])
             if relative.startswith(SAFETENSORS_PREFIX):
                 from trtcas.cas.digest import TensorManifest
-                from trtcas.rules.tensors import write_safetensors
+                from trtcas.rules.tensors import safetensors_matches, write_safetensors
 
                 dest = output_dir / relative[len(SAFETENSORS_PREFIX):]
-                write_safetensors(store.blobs, TensorManifest.from_bytes(store.blobs.get_bytes(digest)), dest)
+                manifest = TensorManifest.from_bytes(store.blobs.get_bytes(digest))
+                if not safetensors_matches(dest, manifest):
+                    write_safetensors(store.blobs, manifest, dest)
             else:
                 dest = output_dir / relative
-                store.blobs.materialize(digest, dest)
+                if not _already_there(store, dest, digest):
+                    store.blobs.materialize(digest, dest)
             placed[str(dest)] = str(digest)
     return placed
+
+
+def _already_there(store: ContentStore, dest: Path, digest: Digest) -> bool:
+    """A no-op build should not rewrite multi-GB outputs that are already right."""
+    try:
+        return dest.is_file() and dest.stat().st_size == digest.size and store.statcache.digest_of(dest, store.algo) == digest
+    except OSError:
+        return False
 
 
 def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:

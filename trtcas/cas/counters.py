@@ -12,7 +12,17 @@ import atexit
 import os
 import sqlite3
 import threading
+import weakref
 from pathlib import Path
+
+
+_LIVE: "weakref.WeakSet[Counters]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for counters in list(_LIVE):
+        counters.flush()
 
 
 class Counters:
@@ -23,7 +33,7 @@ class Counters:
         self._local = threading.local()
         self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
-        atexit.register(self.flush)
+        _LIVE.add(self)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

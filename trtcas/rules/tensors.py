@@ -16,6 +16,7 @@ import numpy as np
 
 from trtcas.cas.atomic import fsync_dir, temp_path_beside
 from trtcas.cas.digest import TensorEntry, TensorManifest
+from trtcas.errors import TrtcasError
 
 SAFETENSORS_CODES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -56,6 +57,19 @@ def load_tensors(blobs, manifest: TensorManifest) -> dict[str, np.ndarray]:
         e.name: np.frombuffer(blobs.get_bytes(e.digest), dtype=numpy_dtype(e.dtype)).reshape(e.shape)
         for e in manifest.entries
     }
+
+
+def safetensors_matches(path: Path, manifest: TensorManifest) -> bool:
+    """Whether ``path`` already holds exactly these tensors (names, dtypes, shapes, bytes)."""
+    from trtcas.cas.digest import hash_safetensors
+
+    try:
+        found = hash_safetensors(path, algo=manifest.entries[0].digest.algo if manifest.entries else "blake3")
+    except (OSError, TrtcasError):
+        return False
+    want = {e.name: (numpy_dtype(e.dtype), e.shape, e.digest) for e in manifest.entries}
+    have = {e.name: (numpy_dtype(e.dtype), e.shape, e.digest) for e in found.entries}
+    return want == have
 
 
 def write_safetensors(blobs, manifest: TensorManifest, dest: Path) -> None:
