@@ -234,8 +234,9 @@ def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remo
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "json"]), default="text", show_default=True)
 @click.option("--status", is_flag=True, help="Annotate each action with what a build would do now (a dry run).")
 @set_option
+@remote_options
 @cache_dir_option
-def graph(target, fmt, status, overrides, cache_dir):
+def graph(target, fmt, status, overrides, remote, remote_upload, cache_dir):
     """Show the action graph of TARGET."""
     from trtcas.api import build as run_build, plan_graph
     from trtcas.config import load_config
@@ -244,7 +245,7 @@ def graph(target, fmt, status, overrides, cache_dir):
     config = load_config(target, overrides)
     notes = {}
     if status:
-        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides)
+        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides, remote=remote, remote_upload=False)
         notes = {r.id: r.status for r in result.actions}
     click.echo(FORMATS[fmt](plan_graph(config), notes))
 
@@ -255,8 +256,9 @@ def graph(target, fmt, status, overrides, cache_dir):
 @click.option("--dry-run", is_flag=True, help="Explain what would re-run now, against the last build.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @set_option
+@remote_options
 @cache_dir_option
-def explain(target, action, dry_run, as_json, overrides, cache_dir):
+def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, cache_dir):
     """Why did actions of the last build re-run (or, with --dry-run, why would they now)?"""
     from trtcas.api import build as run_build, load_rules
     from trtcas.config import load_config
@@ -271,7 +273,7 @@ def explain(target, action, dry_run, as_json, overrides, cache_dir):
     load_rules()
     last = load_build(store.root, config.slug, "last")
     if dry_run:
-        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides)
+        result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides, remote=remote, remote_upload=False)
         old, new = last, {r.id: r.to_dict(with_components=True) for r in result.actions}
     else:
         if last is None:
