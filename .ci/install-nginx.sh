@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install Debian's nginx-light (nginx with the WebDAV module) for the remote-cache tests and
-# benchmark. Idempotent and non-interactive: does nothing when nginx is already there.
+# benchmark, and openssl (the TLS test makes a self-signed certificate). Idempotent and
+# non-interactive: does nothing when both are already there.
 set -euo pipefail
 
-if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+packages=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+if [ ${#packages[@]} -eq 0 ]; then
     exit 0
 fi
 
@@ -27,7 +31,7 @@ if [ ! -e "$POLICY" ]; then
     trap '$SUDO rm -f "$POLICY"' EXIT
 fi
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || {
     echo "install-nginx.sh: nginx-light installed but no nginx binary found" >&2
     exit 1
