@@ -83,7 +83,7 @@ def write_chain(root: Path, n: int) -> Path:
         source = "src" if i == 0 else "prev"
         parts.append(f'[[action]]\nid = "a{i}"\nrule = "bench.digest"\ninputs = {{ {inputs} }}\n'
                      f'params = {{ i = {i}, from = "{source}" }}\n')
-    parts.append(f'materialize = {{ out = "last.txt" }}\n')
+    parts.append('materialize = { out = "last.txt" }\n')
     (root / "trtcas.toml").write_text("".join(parts))
     return root / "trtcas.toml"
 

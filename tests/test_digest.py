@@ -1,5 +1,4 @@
 import hashlib
-import json
 import struct
 
 import numpy as np

@@ -3,7 +3,7 @@
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from trtcas.cas.digest import hash_bytes
 from trtcas.graph.action import NotCanonical, compute_key

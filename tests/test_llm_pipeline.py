@@ -65,7 +65,7 @@ def test_tp2_builds_engines_and_the_checkpoint_tensorrt_llm_reads(tmp_path):
     for rank in (0, 1):
         assert (root / "out" / "engines" / f"rank{rank}.engine").stat().st_size > 1_000_000
     # the materialized checkpoint equals what the converter writes directly
-    reference = write_checkpoint(root / "hf", ConvertSpec(tp=2, dtype="float16"), tmp_path / "reference")
+    write_checkpoint(root / "hf", ConvertSpec(tp=2, dtype="float16"), tmp_path / "reference")
     for rank in (0, 1):
         ours = load_file(root / "out" / "checkpoint" / f"rank{rank}.safetensors")
         theirs = load_file(tmp_path / "reference" / f"rank{rank}.safetensors")

@@ -1,14 +1,10 @@
 """Builds sharing a real nginx Bazel-protocol cache: two machines, faults, auth."""
 
-import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
 
 import onnx
-import pytest
 
 import make_models
 import trtcas
