@@ -31,7 +31,7 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner, register_planner
 from trtcas.graph.rule import Rule, register_rule
-from trtcas.rules.onnx_target import engine_settings, spec_params
+from trtcas.rules.engine_actions import engine_actions, engine_settings
 from trtcas.rules.tensors import store_tensors
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
@@ -113,51 +113,21 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
 
 
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
-    from trtcas.rules.engine import effective_builder_config
-
-    settings = _model_settings(config, base)
-    backend_name, toolchain, spec, refittable, why = engine_settings(config)
-    backend = toolchain.backend
-    common = {"backend": backend_name, "flavour": backend.flavour}
-    engine_params = {
-        **common, "source": "trtllm", "spec": spec_params(spec), "refittable": refittable,
-        "aot": bool(backend.capabilities.aot_targets), "effective_config": effective_builder_config(spec, backend, refittable),
-    }
+    model = _model_settings(config, base)
+    settings = engine_settings(config)
+    shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}
+    engine_params = {**settings.engine_params(), "source": "trtllm", **shapes}
     actions = []
-    for rank in range(settings["tp"]):
-        weights = _weights_actions(settings, rank)
+    for rank in range(model["tp"]):
+        weights = _weights_actions(model, rank)
         source = {"source_weights": InputRef(action=weights.id, output="weights"),
                   "source_config": InputRef(action=weights.id, output="config")}
         network = Action(f"network[rank{rank}]", "trt.network",
-                         {**common, "source": "trtllm", "rank": rank, "max_batch_size": settings["max_batch_size"],
-                          "max_seq_len": settings["max_seq_len"]}, source)
-        engine_inputs = {**source, "structure": InputRef(action=network.id, output="structure"),
-                         "io": InputRef(action=network.id, output="io"),
-                         "refit_names": InputRef(action=network.id, output="refit_names")}
-        if refittable:
-            shaping = Action(f"plan_shaping_weights[rank{rank}]", "trt.plan_shaping_weights", {},
-                             {"weights": InputRef(action=network.id, output="weights")})
-            engine_inputs["plan_shaping_weights"] = InputRef(action=shaping.id, output="weights")
-            actions += [weights, network, shaping]
-        else:
-            engine_inputs["weights"] = InputRef(action=network.id, output="weights")
-            actions += [weights, network]
-        engine = Action(
-            f"engine[rank{rank}]", "trt.engine",
-            {**engine_params, "rank": rank, "max_batch_size": settings["max_batch_size"], "max_seq_len": settings["max_seq_len"]},
-            engine_inputs, {} if refittable else {"plan": f"engines/rank{rank}.engine"},
-        )
-        actions.append(engine)
-        if refittable:
-            actions.append(Action(
-                f"refit[rank{rank}]", "trt.refit", common,
-                {"engine": InputRef(action=engine.id, output="plan"), "names": InputRef(action=engine.id, output="names"),
-                 "weights": InputRef(action=network.id, output="weights")},
-                {"plan": f"engines/rank{rank}.engine"},
-            ))
-    notes = (why,) if not refittable else ()
-    if not refittable and settings["tp"] > 1:
-        notes += (f"each of the {settings['tp']} ranks builds its own engine because weights are embedded; "
+                         {**settings.common_params, "source": "trtllm", "rank": rank, **shapes}, source)
+        actions += [weights, network, *engine_actions(settings, rank, network, source, {**engine_params, "rank": rank})]
+    notes = () if settings.refittable else (settings.why,)
+    if not settings.refittable and model["tp"] > 1:
+        notes += (f"each of the {model['tp']} ranks builds its own engine because weights are embedded; "
                   "with a refit-capable backend, ranks with equal structure share one build",)
     return PlannedTarget(tuple(actions), notes)
 

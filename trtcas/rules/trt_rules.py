@@ -165,9 +165,15 @@ def run_refit(ctx) -> dict[str, Any]:
     return {"plan": toolchain.refit_plan(toolchain.backend, ctx.input_bytes("engine"), refittable)}
 
 
+# ---- trt.plan_shaping_weights ------------------------------------------------------------
+def run_select_shaping(ctx) -> dict[str, Any]:
+    """The plan-shaping subset as its own output, so a refittable engine keys on it alone."""
+    return {"weights": plan_shaping(TensorManifest.from_bytes(ctx.input_bytes("weights"))).to_bytes()}
+
+
 NETWORK_RULE = register_rule(Rule(
-    "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields, unkeyed_inputs=frozenset(),
-    doc="ONNX -> canonical network (structural digest) and per-tensor weights",
+    "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields,
+    doc="ONNX file or TensorRT-LLM rank -> canonical network (structural digest) and per-tensor weights",
 ))
 ENGINE_RULE = register_rule(Rule(
     "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
@@ -180,11 +186,6 @@ REFIT_RULE = register_rule(Rule(
     "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields,
     doc="engine plan + one rank's weights -> refitted plan",
 ))
-# Split off so a plan-shaping manifest can be keyed without the full weights.
-def run_select_shaping(ctx) -> dict[str, Any]:
-    return {"weights": plan_shaping(TensorManifest.from_bytes(ctx.input_bytes("weights"))).to_bytes()}
-
-
 SHAPING_RULE = register_rule(Rule(
     "trt.plan_shaping_weights", 1, run_select_shaping,
     doc="weights manifest -> the subset (integer/bool constants) that shapes an engine plan",

@@ -1,0 +1,117 @@
+"""The engine half of every TensorRT target: ``[engine]`` settings -> the actions after a network.
+
+Both planners (ONNX files and LLM checkpoint ranks) end the same way per rank: an engine
+built from the network's structure, keyed on the weights when it must embed them, and
+otherwise followed by a refit with that rank's weights. This is that shared tail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from trtcas.errors import TrtcasError
+from trtcas.graph.action import Action, InputRef
+
+ENGINE_KEYS = {
+    "backend", "precision", "optimization_level", "targets", "refit", "strip_weights", "profiles",
+    "memory_pool_limits", "tactic_sources", "hardware_compatibility", "version_compatible", "exclude_lean_runtime",
+}
+
+
+def _table(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name, {})
+    if not isinstance(value, dict):
+        raise TrtcasError(f"[{name}] must be a table")
+    return value
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The validated [engine] table and what it implies on this machine."""
+
+    backend_name: str
+    toolchain: Any
+    spec: Any
+    refittable: bool
+    why: str  # why refittable or not, said once in the build output when weights are embedded
+
+    @property
+    def common_params(self) -> dict[str, Any]:
+        return {"backend": self.backend_name, "flavour": self.toolchain.backend.flavour}
+
+    def engine_params(self) -> dict[str, Any]:
+        from trtcas.rules.engine import effective_builder_config
+
+        backend = self.toolchain.backend
+        return {
+            **self.common_params, "spec": spec_params(self.spec), "refittable": self.refittable,
+            "aot": bool(backend.capabilities.aot_targets),
+            "effective_config": effective_builder_config(self.spec, backend, self.refittable),
+        }
+
+
+def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
+    """The [engine] table, validated against the backend it names."""
+    from trtcas.rules.engine import EngineSpec, decide_refittable, validate_spec
+    from trtcas.rules.toolchain import load_toolchain
+
+    table = dict(_table(config, "engine"))
+    unknown = set(table) - ENGINE_KEYS
+    if unknown:
+        raise TrtcasError(f"[engine]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(ENGINE_KEYS))}")
+    backend_name = str(table.pop("backend", "auto"))
+    try:
+        spec = EngineSpec(**table)
+    except TypeError as exc:
+        raise TrtcasError(f"[engine]: {exc}") from None
+    toolchain = load_toolchain(backend_name)
+    validate_spec(spec, toolchain.backend)
+    refittable, why = decide_refittable(spec, toolchain.backend)
+    return EngineSettings(backend_name, toolchain, spec, refittable, why)
+
+
+def spec_params(spec) -> dict[str, Any]:
+    """EngineSpec -> plain params (what EngineSpec(**params) rebuilds)."""
+    return {
+        "precision": spec.precision, "optimization_level": spec.optimization_level, "targets": list(spec.targets),
+        "refit": spec.refit, "strip_weights": spec.strip_weights,
+        "profiles": [p.canonical() for p in spec.profiles],
+        "memory_pool_limits": {k: v for k, v in spec.memory_pool_limits},
+        "tactic_sources": list(spec.tactic_sources) if spec.tactic_sources is not None else None,
+        "hardware_compatibility": spec.hardware_compatibility, "version_compatible": spec.version_compatible,
+        "exclude_lean_runtime": spec.exclude_lean_runtime,
+    }
+
+
+
+
+def engine_actions(
+    settings: EngineSettings, rank: int, network: Action, build_inputs: Mapping[str, InputRef],
+    engine_params: Mapping[str, Any],
+) -> list[Action]:
+    """``engine[rank r]`` after ``network`` (plus the plan-shaping subset and ``refit[rank r]``
+    when refittable); ``build_inputs`` are the unkeyed inputs the engine is built from."""
+    def out(name: str) -> InputRef:
+        return InputRef(action=network.id, output=name)
+
+    plan_path = f"engines/rank{rank}.engine"
+    inputs = {**build_inputs, "structure": out("structure"), "io": out("io"), "refit_names": out("refit_names")}
+    actions = []
+    if settings.refittable:
+        shaping = Action(f"plan_shaping_weights[rank{rank}]", "trt.plan_shaping_weights", {}, {"weights": out("weights")})
+        inputs["plan_shaping_weights"] = InputRef(action=shaping.id, output="weights")
+        actions.append(shaping)
+    else:
+        inputs["weights"] = out("weights")
+    engine = Action(f"engine[rank{rank}]", "trt.engine", dict(engine_params), inputs,
+                    {} if settings.refittable else {"plan": plan_path})
+    actions.append(engine)
+    if settings.refittable:
+        actions.append(Action(
+            f"refit[rank{rank}]", "trt.refit", settings.common_params,
+            {"engine": InputRef(action=engine.id, output="plan"), "names": InputRef(action=engine.id, output="names"),
+             "weights": out("weights")},
+            {"plan": plan_path},
+        ))
+    return actions
