@@ -3,9 +3,9 @@
 Prints one JSON object. Speeds are MB/s (10^6 bytes per second), the median of ``--runs``
 runs, page cache warm. What each figure includes:
 
-- ``trtcas.upload``: ``RemoteCache.put_blob`` streaming the stored blob (opened through the
+- ``trtcas.upload``: ``HttpRemote.put_blob`` streaming the stored blob (opened through the
   BlobStore, so with its verification) to ``PUT /cas/<hex>``.
-- ``trtcas.download_verified``: ``RemoteCache.get_blob`` into ``BlobStore.put_verified_stream``,
+- ``trtcas.download_verified``: ``HttpRemote.get_blob`` into ``BlobStore.put_verified_stream``,
   the path a remote hit takes: hash while writing a temp file, fsync, install.
 - ``trtcas.download_raw``: the same GET into a plain file, no hashing, no fsync: the
   protocol code alone, comparable with curl.
@@ -49,7 +49,7 @@ import trtcas  # noqa: E402
 
 from trtcas.cas.content_store import ContentStore  # noqa: E402
 from trtcas.cas.digest import CHUNK, Digest  # noqa: E402
-from trtcas.cas.remote import RemoteCache  # noqa: E402
+from trtcas.cas.remote.http import HttpRemote  # noqa: E402
 
 
 def _random_file(path: Path, size: int) -> Path:
@@ -152,7 +152,7 @@ def bench_blob(tmp: Path, server, size: int, runs: int) -> dict:
     source = _random_file(tmp / "blob.bin", size)
     store = ContentStore(tmp / "store")
     digest = store.blobs.put_file(source)
-    remote = RemoteCache(server.url, store.algo, timeout=60, env={})
+    remote = HttpRemote(server.url, store.algo, timeout=60, env={})
     url = f"{server.url}/cas/{digest.hex}"
 
     times: dict[str, list[float]] = {k: [] for k in ("up", "down_verified", "down_raw", "curl_up", "curl_down")}

@@ -27,7 +27,8 @@ from remote_fixtures import (  # noqa: F401  (fixtures are used by name)
 )
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.digest import hash_bytes, hash_file
-from trtcas.cas.remote import RemoteCache, RemoteRejected, RemoteUnavailable, redact_url
+from trtcas.cas.remote import RemoteRejected, RemoteUnavailable, open_remote, redact_url
+from trtcas.cas.remote.http import HttpRemote
 from trtcas.cas.tiered import TieredStore
 from trtcas.errors import TrtcasError
 
@@ -46,7 +47,7 @@ def _no_temp_files(store) -> bool:
 
 
 def test_blob_and_action_round_trip(nginx):
-    remote = RemoteCache(nginx.url, **FAST)
+    remote = HttpRemote(nginx.url, **FAST)
     data = b"engine plan bytes" * 1000
     digest = hash_bytes(data)
     assert not remote.head_blob(digest)
@@ -65,7 +66,7 @@ def test_blob_and_action_round_trip(nginx):
 
 
 def test_connections_are_kept_alive(proxy):
-    remote = RemoteCache(proxy.url, **FAST)
+    remote = HttpRemote(proxy.url, **FAST)
     data = b"x" * 5000
     digest = hash_bytes(data)
     remote.put_blob(digest, lambda: io.BytesIO(data))
@@ -79,14 +80,22 @@ def test_connections_are_kept_alive(proxy):
 def test_malformed_urls_are_one_line_user_errors():
     for url in ("ftp://host/cache", "http://", "http://host:99999/", "host:8080", "http://h/x?y=1"):
         with pytest.raises(TrtcasError) as info:
-            RemoteCache(url)
+            HttpRemote(url)
         assert "\n" not in str(info.value)
     with pytest.raises(TrtcasError) as info:
-        RemoteCache("ftp://bob:hunter2@host/")
+        HttpRemote("ftp://bob:hunter2@host/")
     assert "hunter2" not in str(info.value)
     assert redact_url("https://bob:hunter2@host:1/p") == "https://***@host:1/p"
-    remote = RemoteCache("https://bob:hunter2@cache.example/team/", env={})
+    remote = HttpRemote("https://bob:hunter2@cache.example/team/", env={})
     assert "hunter2" not in repr(remote) and remote.url == "https://cache.example:443/team"
+
+
+def test_open_remote_picks_the_backend_by_scheme():
+    assert isinstance(open_remote("http://127.0.0.1:9/team", "blake3", env={}), HttpRemote)
+    for url in ("ftp://bob:hunter2@host/", "host:8080", "s3x://bucket"):
+        with pytest.raises(TrtcasError) as info:
+            open_remote(url, "blake3")
+        assert "unknown scheme" in str(info.value) and "hunter2" not in str(info.value)
 
 
 # ---- two machines sharing through the remote --------------------------------------------
@@ -94,10 +103,10 @@ def test_malformed_urls_are_one_line_user_errors():
 
 def test_machine_b_gets_machine_a_results_verified(nginx, machine_a, machine_b):
     key, result, contents = store_action(machine_a, "engine-build", sizes=(1000, 300_000, 0))
-    a = TieredStore(machine_a, RemoteCache(nginx.url, **FAST))
+    a = TieredStore(machine_a, HttpRemote(nginx.url, **FAST))
     assert a.upload_action(key, result)
 
-    b = TieredStore(machine_b, RemoteCache(nginx.url, **FAST))
+    b = TieredStore(machine_b, HttpRemote(nginx.url, **FAST))
     assert machine_b.actions.get(key) is None
     found, source = b.get_action(key)
     assert source == "remote" and found == result
@@ -110,7 +119,7 @@ def test_machine_b_gets_machine_a_results_verified(nginx, machine_a, machine_b):
 
 def test_reupload_skips_blobs_the_remote_has(proxy, machine_a):
     key, result, _ = store_action(machine_a, "twice", sizes=(10, 20, 30))
-    tiered = TieredStore(machine_a, RemoteCache(proxy.url, **FAST))
+    tiered = TieredStore(machine_a, HttpRemote(proxy.url, **FAST))
     assert tiered.upload_action(key, result)
     first = [(r.method, r.path.split("/")[1]) for r in proxy.requests]
     assert first.count(("PUT", "cas")) == 3 and first[-1] == ("PUT", "ac")  # action entry last
@@ -122,11 +131,11 @@ def test_reupload_skips_blobs_the_remote_has(proxy, machine_a):
 
 def test_upload_false_is_read_only(nginx, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "ro")
-    reader = TieredStore(machine_a, RemoteCache(nginx.url, **FAST), upload=False)
+    reader = TieredStore(machine_a, HttpRemote(nginx.url, **FAST), upload=False)
     assert not reader.upload_action(key, result)
     assert not reader.put_action(key, result)
     assert not (nginx.data_dir / "ac").exists() and not (nginx.data_dir / "cas").exists()
-    assert TieredStore(machine_b, RemoteCache(nginx.url, **FAST)).get_action(key).source == "miss"
+    assert TieredStore(machine_b, HttpRemote(nginx.url, **FAST)).get_action(key).source == "miss"
 
 
 def test_64mb_blob_round_trip_in_bounded_memory(nginx, machine_a, machine_b, tmp_path):
@@ -135,8 +144,8 @@ def test_64mb_blob_round_trip_in_bounded_memory(nginx, machine_a, machine_b, tmp
     result = ActionResult(outputs={"engine": digest})
     key = action_key("big")
     machine_a.actions.put(key, result)
-    a = TieredStore(machine_a, RemoteCache(nginx.url, **FAST))
-    b = TieredStore(machine_b, RemoteCache(nginx.url, **FAST))
+    a = TieredStore(machine_a, HttpRemote(nginx.url, **FAST))
+    b = TieredStore(machine_b, HttpRemote(nginx.url, **FAST))
 
     tracemalloc.start()
     try:
@@ -159,7 +168,7 @@ def test_64mb_blob_round_trip_in_bounded_memory(nginx, machine_a, machine_b, tmp
 
 def test_killed_server_gives_warnings_misses_and_trips_the_breaker(nginx, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "before-kill")
-    remote = RemoteCache(nginx.url, timeout=2.0, retries=2, backoff_s=0.02, failure_threshold=3, env={})
+    remote = HttpRemote(nginx.url, timeout=2.0, retries=2, backoff_s=0.02, failure_threshold=3, env={})
     b = TieredStore(machine_b, remote)
     assert b.get_action(key).source == "miss"  # server up, a kept-alive connection exists
     nginx.stop()
@@ -182,14 +191,14 @@ def test_killed_server_gives_warnings_misses_and_trips_the_breaker(nginx, machin
 
 def test_5xx_is_a_miss_with_a_warning(proxy, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "five-hundred")
-    assert TieredStore(machine_a, RemoteCache(proxy.url, **FAST)).upload_action(key, result)
+    assert TieredStore(machine_a, HttpRemote(proxy.url, **FAST)).upload_action(key, result)
     proxy.set_mode("error500")
-    b = TieredStore(machine_b, RemoteCache(proxy.url, **FAST))
+    b = TieredStore(machine_b, HttpRemote(proxy.url, **FAST))
     assert b.get_action(key) == (None, "miss")
     assert len(b.warnings) == 1 and "HTTP 500" in b.warnings[0]
     assert machine_b.actions.read(key) is None
     assert sum(1 for r in proxy.requests if r.fault == "error500") == 2  # retried once, then gave up
-    uploader = TieredStore(machine_b, RemoteCache(proxy.url, **FAST))
+    uploader = TieredStore(machine_b, HttpRemote(proxy.url, **FAST))
     key2, result2, _ = store_action(machine_b, "upload-into-500")
     assert not uploader.upload_action(key2, result2)
     assert "HTTP 500" in uploader.warnings[0]
@@ -197,9 +206,9 @@ def test_5xx_is_a_miss_with_a_warning(proxy, machine_a, machine_b):
 
 def test_slow_server_times_out_into_a_miss(proxy, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "slow")
-    assert TieredStore(machine_a, RemoteCache(proxy.url, **FAST)).upload_action(key, result)
+    assert TieredStore(machine_a, HttpRemote(proxy.url, **FAST)).upload_action(key, result)
     proxy.set_mode("delay")  # 1 s per request
-    b = TieredStore(machine_b, RemoteCache(proxy.url, timeout=0.3, retries=0, env={}))
+    b = TieredStore(machine_b, HttpRemote(proxy.url, timeout=0.3, retries=0, env={}))
     started = time.monotonic()
     assert b.get_action(key) == (None, "miss")
     assert time.monotonic() - started < 0.9
@@ -208,8 +217,8 @@ def test_slow_server_times_out_into_a_miss(proxy, machine_a, machine_b):
 
 def test_corrupt_bytes_are_detected_not_stored_and_not_trusted_again(proxy, machine_a, machine_b):
     key, result, contents = store_action(machine_a, "corrupt", sizes=(5000, 6 << 20))
-    assert TieredStore(machine_a, RemoteCache(proxy.url, **FAST)).upload_action(key, result)
-    remote = RemoteCache(proxy.url, **FAST)
+    assert TieredStore(machine_a, HttpRemote(proxy.url, **FAST)).upload_action(key, result)
+    remote = HttpRemote(proxy.url, **FAST)
     b = TieredStore(machine_b, remote)
 
     proxy.set_mode("corrupt", path_contains="/cas/")
@@ -226,15 +235,15 @@ def test_corrupt_bytes_are_detected_not_stored_and_not_trusted_again(proxy, mach
     assert not any(r.path.endswith(bad[0].hex) for r in proxy.requests)
     assert not machine_b.blobs.has(bad[0])
     # A fresh process (a new client) trusts the remote again and gets the right bytes.
-    assert TieredStore(machine_b, RemoteCache(proxy.url, **FAST)).get_action(key).source == "remote"
+    assert TieredStore(machine_b, HttpRemote(proxy.url, **FAST)).get_action(key).source == "remote"
     for name, data in contents.items():
         assert machine_b.blobs.get_bytes(result.outputs[name]) == data
 
 
 def test_a_body_cut_short_is_a_network_fault_not_a_lie(proxy, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "truncated", sizes=(3 << 20,))
-    assert TieredStore(machine_a, RemoteCache(proxy.url, **FAST)).upload_action(key, result)
-    remote = RemoteCache(proxy.url, **FAST)
+    assert TieredStore(machine_a, HttpRemote(proxy.url, **FAST)).upload_action(key, result)
+    remote = HttpRemote(proxy.url, **FAST)
     b = TieredStore(machine_b, remote)
     proxy.set_mode("truncate", path_contains="/cas/")
     assert b.get_action(key) == (None, "miss")
@@ -246,7 +255,7 @@ def test_a_body_cut_short_is_a_network_fault_not_a_lie(proxy, machine_a, machine
 
 
 def test_a_garbage_action_entry_is_a_miss(nginx, machine_b):
-    remote = RemoteCache(nginx.url, **FAST)
+    remote = HttpRemote(nginx.url, **FAST)
     key = action_key("garbage")
     remote.put_action(key, b"<html>not msgpack</html>")
     b = TieredStore(machine_b, remote)
@@ -255,7 +264,7 @@ def test_a_garbage_action_entry_is_a_miss(nginx, machine_b):
 
 
 def test_an_entry_naming_a_blob_the_remote_lacks_is_a_quiet_miss(nginx, machine_b):
-    remote = RemoteCache(nginx.url, **FAST)
+    remote = HttpRemote(nginx.url, **FAST)
     key = action_key("dangling")
     remote.put_action(key, ActionResult(outputs={"engine": hash_bytes(b"never uploaded")}).to_bytes())
     b = TieredStore(machine_b, remote)
@@ -268,8 +277,8 @@ def test_an_entry_naming_a_blob_the_remote_lacks_is_a_quiet_miss(nginx, machine_
 def test_bearer_token_from_env(nginx_token, machine_a, machine_b, monkeypatch):
     monkeypatch.setenv("TRTCAS_REMOTE_TOKEN", TEST_TOKEN)
     key, result, _ = store_action(machine_a, "authed")
-    assert TieredStore(machine_a, RemoteCache(nginx_token.url, timeout=5)).upload_action(key, result)
-    remote = RemoteCache(nginx_token.url, timeout=5)
+    assert TieredStore(machine_a, HttpRemote(nginx_token.url, timeout=5)).upload_action(key, result)
+    remote = HttpRemote(nginx_token.url, timeout=5)
     assert TEST_TOKEN not in repr(remote)
     assert TieredStore(machine_b, remote).get_action(key).source == "remote"
 
@@ -284,7 +293,7 @@ def test_wrong_or_missing_token_is_a_401_warning_that_never_shows_the_token(
     else:
         monkeypatch.delenv("TRTCAS_REMOTE_TOKEN", raising=False)
     key, result, _ = store_action(machine_a, "unauthorized")
-    remote = RemoteCache(nginx_token.url, timeout=5)
+    remote = HttpRemote(nginx_token.url, timeout=5)
     tiered = TieredStore(machine_a, remote)
     assert tiered.get_action(action_key("elsewhere")) == (None, "miss")
     assert not tiered.upload_action(key, result)
@@ -306,34 +315,34 @@ def test_basic_auth_from_the_url_and_from_env(nginx_basic, machine_a, machine_b,
     caplog.set_level(logging.DEBUG)
     key, result, _ = store_action(machine_a, "basic")
     host = nginx_basic.url.split("://", 1)[1]
-    with_url = RemoteCache(f"http://{TEST_USER}:{TEST_PASSWORD}@{host}", timeout=5, env={})
+    with_url = HttpRemote(f"http://{TEST_USER}:{TEST_PASSWORD}@{host}", timeout=5, env={})
     assert TEST_PASSWORD not in repr(with_url) and TEST_PASSWORD not in with_url.url
     assert TieredStore(machine_a, with_url).upload_action(key, result)
     monkeypatch.setenv("TRTCAS_REMOTE_USER", TEST_USER)
     monkeypatch.setenv("TRTCAS_REMOTE_PASSWORD", TEST_PASSWORD)
     monkeypatch.delenv("TRTCAS_REMOTE_TOKEN", raising=False)
-    assert TieredStore(machine_b, RemoteCache(nginx_basic.url, timeout=5)).get_action(key).source == "remote"
-    wrong = TieredStore(machine_b, RemoteCache(f"http://{TEST_USER}:nope@{host}", timeout=5, env={}))
+    assert TieredStore(machine_b, HttpRemote(nginx_basic.url, timeout=5)).get_action(key).source == "remote"
+    wrong = TieredStore(machine_b, HttpRemote(f"http://{TEST_USER}:nope@{host}", timeout=5, env={}))
     assert wrong.get_action(action_key("x")).source == "miss" and "HTTP 401" in wrong.warnings[0]
     assert TEST_PASSWORD not in caplog.text
 
 
 def test_https_verifies_the_server_certificate(nginx_tls, machine_a, machine_b):
     key, result, _ = store_action(machine_a, "tls")
-    untrusting = TieredStore(machine_a, RemoteCache(nginx_tls.url, **FAST))
+    untrusting = TieredStore(machine_a, HttpRemote(nginx_tls.url, **FAST))
     assert not untrusting.upload_action(key, result)
     assert "certificate" in untrusting.warnings[0]
-    trusting = RemoteCache(nginx_tls.url, cafile=str(nginx_tls.cert), **FAST)
+    trusting = HttpRemote(nginx_tls.url, cafile=str(nginx_tls.cert), **FAST)
     assert TieredStore(machine_a, trusting).upload_action(key, result)
     assert TieredStore(machine_b, trusting).get_action(key).source == "remote"
 
 
 def test_threads_each_keep_one_connection(proxy, machine_a, machine_b):
     actions = [store_action(machine_a, f"parallel{i}", sizes=(2000, 50_000)) for i in range(8)]
-    uploader = TieredStore(machine_a, RemoteCache(proxy.url, **FAST))
+    uploader = TieredStore(machine_a, HttpRemote(proxy.url, **FAST))
     assert all(uploader.upload_action(key, result) for key, result, _ in actions)
     proxy.connections_accepted = 0
-    remote = RemoteCache(proxy.url, **FAST)
+    remote = HttpRemote(proxy.url, **FAST)
     b = TieredStore(machine_b, remote)
     with ThreadPoolExecutor(max_workers=4) as pool:
         sources = list(pool.map(lambda action: b.get_action(action[0]).source, actions))
@@ -342,7 +351,7 @@ def test_threads_each_keep_one_connection(proxy, machine_a, machine_b):
 
 
 def test_unavailable_errors_say_what_and_where(tmp_path):
-    remote = RemoteCache("http://user:hunter2@127.0.0.1:9/", timeout=1, retries=0, env={})
+    remote = HttpRemote("http://user:hunter2@127.0.0.1:9/", timeout=1, retries=0, env={})
     with pytest.raises(RemoteUnavailable) as info:
         remote.get_action(action_key("x"))
     message = str(info.value)

@@ -51,9 +51,9 @@ def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> T
     """The local store, in front of ``remote`` (a Bazel-style HTTP cache URL) if given."""
     if not remote:
         return TieredStore(store)
-    from trtcas.cas.remote import RemoteCache
+    from trtcas.cas.remote import open_remote
 
-    return TieredStore(store, RemoteCache(remote, store.algo), upload=remote_upload)
+    return TieredStore(store, open_remote(remote, store.algo), upload=remote_upload)
 
 
 def build(
@@ -161,7 +161,7 @@ def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs:
 
 
 def write_logs(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> Path:
-    folder = store.root / "logs" / config.slug
+    folder = store.layout.logs_dir(config.slug)
     path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.jsonl"
     write_execution_log(path, records)
     for old in sorted(folder.glob("*.jsonl"))[:-KEEP_LOGS]:

@@ -92,12 +92,13 @@ class ActionCache:
 
     def __init__(self, blobs: BlobStore, counters: Counters | None = None):
         self.blobs = blobs
-        self.root = blobs.root / "ac"
-        self.counters = counters if counters is not None else Counters(blobs.root / "stats.sqlite")
+        self.layout = blobs.layout
+        self.root = blobs.layout.action_root
+        self.counters = counters if counters is not None else Counters(blobs.layout.counters_db)
 
     def _path(self, key: Digest | str) -> Path:
         hexd = key.hex if isinstance(key, Digest) else key
-        return self.root / hexd[:2] / hexd
+        return self.layout.action_entry(hexd)
 
     def read(self, key: Digest | str) -> ActionResult | None:
         """The stored entry, without checking its blobs; corrupt entries are removed."""

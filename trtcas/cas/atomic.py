@@ -1,21 +1,26 @@
 """Atomic file replacement: the only way trtcas writes a file anyone else may read.
 
-Write to a temp file in the destination's own directory (so the rename cannot cross a
-filesystem), fsync it, ``os.replace`` it over the target, fsync the directory. Readers see
-the old file or the new one, never a partial one, even across a crash (pip's
-``adjacent_tmp_file`` + ``replace`` does the same).
+``atomic_writer(path)`` hands out a temp file in the destination's own directory (so the
+rename cannot cross a filesystem); on a clean exit it is fsynced, given its mode, moved over
+the target with ``os.replace`` and the directory is fsynced. Readers see the old file or the
+new one, never a partial one, even across a crash; on an exception the temp file is removed
+and the target is untouched (pip's ``adjacent_tmp_file`` + ``replace`` does the same).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
+
+TEMP_SUFFIX = ".tmp"  # gc/verify remove stale ``.*.tmp`` files left by dead writers
 
 
 def temp_path_beside(path: Path) -> Path:
     """A unique hidden temp name next to ``path``; ``.tmp`` marks it for cleanup."""
-    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,20 +36,71 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+class AtomicFile:
+    """The temp file of one atomic write.
+
+    Write through ``open()``, or fill ``temp`` by other means (hardlink, reflink, copy).
+    ``retarget`` names the destination late (a content-addressed write knows its name only
+    once the bytes are hashed); ``discard`` drops the write (the content was already there).
+    """
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.temp = temp_path_beside(target)
+        self._handle: BinaryIO | None = None
+        self._discarded = False
+
+    def open(self) -> BinaryIO:
+        if self._handle is None:
+            self._handle = open(self.temp, "wb")
+        return self._handle
+
+    def retarget(self, target: Path) -> None:
+        self.target = Path(target)
+
+    def discard(self) -> None:
+        self._discarded = True
+
+    def _close(self, sync: bool) -> None:
+        if self._handle is not None and not self._handle.closed:
+            if sync:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def _commit(self, mode: int | None) -> None:
+        self._close(sync=True)
+        if self._discarded:
+            self.temp.unlink(missing_ok=True)
+            return
+        if mode is not None:
+            os.chmod(self.temp, mode)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.temp, self.target)
+        fsync_dir(self.target.parent)
+
+    def _abort(self) -> None:
+        try:
+            self._close(sync=False)
+        finally:
+            self.temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike, mode: int | None = None) -> Iterator[AtomicFile]:
+    """Replace ``path`` atomically and durably with what the block writes (see AtomicFile)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_beside(path)
+    pending = AtomicFile(path)
     try:
-        with open(temp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if mode is not None:
-            os.chmod(temp, mode)
-        os.replace(temp, path)
+        yield pending
+        pending._commit(mode)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        pending._abort()
         raise
-    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    with atomic_writer(path, mode) as pending:
+        pending.open().write(data)

@@ -27,7 +27,8 @@ from typing import BinaryIO, Iterator
 
 import zstandard
 
-from trtcas.cas.atomic import fsync_dir, temp_path_beside
+from trtcas.cas.atomic import AtomicFile, atomic_writer
+from trtcas.cas.layout import CacheLayout
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
 from trtcas.cas.statcache import NullStatCache, StatCache
 from trtcas.errors import TrtcasError
@@ -88,7 +89,6 @@ class _HashingWriter:
             self._sink.flush(zstandard.FLUSH_FRAME)
             self._sink.close()
         self._raw_out.flush()
-        os.fsync(self._raw_out.fileno())
         return Digest(self._algo, self._hasher.hexdigest(), self._size)
 
 
@@ -105,18 +105,19 @@ class BlobStore:
     ):
         self.root = Path(root)
         self.algo = check_algo(algo)
-        self.statcache = statcache if statcache is not None else StatCache(self.root / "statcache.sqlite")
+        self.layout = CacheLayout(self.root)
+        self.statcache = statcache if statcache is not None else StatCache(self.layout.statcache_db)
         self.zstd_level = zstd_level
         self.min_saving = min_saving
-        self.blob_root = self.root / "cas" / algo
-        self.tmp_root = self.root / "tmp"
-        self.quarantine_root = self.root / "quarantine"
+        self.blob_root = self.layout.blob_root(self.algo)
+        self.tmp_root = self.layout.tmp_root
+        self.quarantine_root = self.layout.quarantine_root
 
     # ---- locating ---------------------------------------------------------------------
     def _raw_path(self, digest: Digest) -> Path:
         if digest.algo != self.algo:
             raise BlobNotFound(f"{digest} is a {digest.algo} digest but this store uses {self.algo}")
-        return self.blob_root / digest.hex[:2] / digest.hex
+        return self.layout.blob(self.algo, digest.hex)
 
     def locate(self, digest: Digest) -> StoredBlob | None:
         """Where ``digest`` is stored, raw preferred, or None. Does not verify content."""
@@ -167,33 +168,18 @@ class BlobStore:
         compressed = zstandard.ZstdCompressor(level=self.zstd_level).compress(sample)
         return len(compressed) <= (1.0 - self.min_saving) * len(sample)
 
-    def _install(self, temp: Path, digest: Digest, compressed: bool) -> None:
-        final = self._raw_path(digest)
-        if compressed:
-            final = final.with_name(final.name + ZSTD_SUFFIX)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(temp, 0o444)
-        os.replace(temp, final)
-        fsync_dir(final.parent)
+    def _final_path(self, digest: Digest, compressed: bool) -> Path:
+        raw = self._raw_path(digest)
+        return raw.with_name(raw.name + ZSTD_SUFFIX) if compressed else raw
 
-    def _write_from(
-        self, first: bytes, rest: Iterator[bytes], directory: Path, stem: str, size: int
-    ) -> tuple[Path, Digest, bool]:
-        """Write a blob whose first chunk is ``first`` into a temp file in ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
+    def _write_into(self, pending: AtomicFile, first: bytes, rest: Iterator[bytes], size: int) -> tuple[Digest, bool]:
+        """Write a blob whose first chunk is ``first`` into the temp file of ``pending``."""
         compress = self._should_compress(first[:SAMPLE_BYTES])
-        temp = temp_path_beside(directory / stem)
-        try:
-            with open(temp, "wb") as out:
-                writer = _HashingWriter(out, self.algo, compress, self.zstd_level, size)
-                writer.write(first)
-                for chunk in rest:
-                    writer.write(chunk)
-                digest = writer.finish()
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return temp, digest, compress
+        writer = _HashingWriter(pending.open(), self.algo, compress, self.zstd_level, size)
+        writer.write(first)
+        for chunk in rest:
+            writer.write(chunk)
+        return writer.finish(), compress
 
     def _store_chunks(
         self, first: bytes, rest: Iterator[bytes], expected: Digest | None, untrusted: bool = False
@@ -202,17 +188,17 @@ class BlobStore:
         ``ContentChanged`` for our own files and ``DigestMismatch`` for untrusted bytes."""
         directory = self._raw_path(expected).parent if expected else self.tmp_root
         stem, size = (expected.hex, expected.size) if expected else ("stream", -1)
-        try:
-            temp, digest, compressed = self._write_from(first, rest, directory, stem, size)
-        except zstandard.ZstdError as exc:  # the zstd frame was declared with expected.size
-            raise _mismatch(expected, None, untrusted) from exc
-        if expected is not None and digest != expected:
-            temp.unlink(missing_ok=True)
-            raise _mismatch(expected, digest, untrusted)
-        if self.has(digest):
-            temp.unlink(missing_ok=True)
-        else:
-            self._install(temp, digest, compressed)
+        with atomic_writer(directory / stem, mode=0o444) as pending:
+            try:
+                digest, compressed = self._write_into(pending, first, rest, size)
+            except zstandard.ZstdError as exc:  # the zstd frame was declared with expected.size
+                raise _mismatch(expected, None, untrusted) from exc
+            if expected is not None and digest != expected:
+                raise _mismatch(expected, digest, untrusted)
+            if self.has(digest):
+                pending.discard()
+            else:
+                pending.retarget(self._final_path(digest, compressed))
         return digest
 
     def put_bytes(self, data: bytes) -> Digest:
@@ -323,16 +309,8 @@ class BlobStore:
         the store, writing through it would corrupt the store.
         """
         blob = self._verified(digest)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path_beside(dest)
-        try:
-            method = self._materialize_into(blob, temp, mode)
-            os.chmod(temp, 0o444)
-            os.replace(temp, dest)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        with atomic_writer(dest, mode=0o444) as pending:
+            method = self._materialize_into(blob, pending.temp, mode)
         return method
 
     def _materialize_into(self, blob: StoredBlob, temp: Path, mode: str) -> str:

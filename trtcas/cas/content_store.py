@@ -15,6 +15,7 @@ from trtcas.cas.atomic import atomic_write_bytes
 from trtcas.cas.blobstore import BlobStore
 from trtcas.cas.counters import Counters
 from trtcas.cas.digest import DEFAULT_ALGO, check_algo
+from trtcas.cas.layout import LAYOUT_VERSION, CacheLayout
 from trtcas.cas.pins import Pins
 from trtcas.cas.statcache import StatCache
 from trtcas.errors import TrtcasError
@@ -33,15 +34,16 @@ class ContentStore:
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, algo: str | None = None):
         self.root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()).absolute()
+        self.layout = CacheLayout(self.root)
         self.algo = self._settle_algo(algo)
-        self.statcache = StatCache(self.root / "statcache.sqlite")
-        self.counters = Counters(self.root / "stats.sqlite")
+        self.statcache = StatCache(self.layout.statcache_db)
+        self.counters = Counters(self.layout.counters_db)
         self.blobs = BlobStore(self.root, self.algo, statcache=self.statcache)
         self.actions = ActionCache(self.blobs, self.counters)
-        self.pins = Pins(self.root)
+        self.pins = Pins(self.layout.pins_root)
 
     def _settle_algo(self, requested: str | None) -> str:
-        marker = self.root / STORE_FILE
+        marker = self.layout.store_file
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -61,5 +63,5 @@ class ContentStore:
         algo = check_algo(requested or DEFAULT_ALGO)
         if not os.access(self.root, os.W_OK):
             raise TrtcasError(f"cache dir {self.root} is not writable; pass --cache-dir or set TRTCAS_CACHE_DIR")
-        atomic_write_bytes(marker, json.dumps({"algo": algo, "layout": 1}).encode())
+        atomic_write_bytes(marker, json.dumps({"algo": algo, "layout": LAYOUT_VERSION}).encode())
         return algo

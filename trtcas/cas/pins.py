@@ -31,8 +31,8 @@ class Pin:
 
 
 class Pins:
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root) / "pins"
+    def __init__(self, pins_root: str | os.PathLike):
+        self.root = Path(pins_root)
 
     def _path(self, target: str) -> Path:
         return self.root / (_SAFE.sub("_", target).strip("_") or "target")

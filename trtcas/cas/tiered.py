@@ -12,7 +12,7 @@ whatever the remote does:
   skips those already there) and the action entry last.
 
 Bytes that did not match their digest make the remote untrusted for that digest for the rest
-of the process (``RemoteCache.distrust``), and the remote's circuit breaker turns it off
+of the process (``Remote.distrust``), and the remote's circuit breaker turns it off
 after a few consecutive failed requests, with one warning, so a dead server costs a few
 timeouts instead of one per action.
 """
@@ -27,7 +27,7 @@ from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.blobstore import DigestMismatch
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
-from trtcas.cas.remote import RemoteCache, RemoteDisabled, RemoteRejected
+from trtcas.cas.remote import Remote, RemoteDisabled, RemoteRejected
 from trtcas.errors import TrtcasError
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,14 @@ class ActionLookup(NamedTuple):
 
 
 class TieredStore:
-    """A local ``ContentStore`` in front of an optional ``RemoteCache``.
+    """A local ``ContentStore`` in front of an optional ``Remote``.
 
     ``upload=False`` makes the remote read-only (CI consumers, laptops on a shared cache they
     may not write). ``warnings`` collects one line per remote fault, for the caller to show
     at the end of a build; each is also logged.
     """
 
-    def __init__(self, local: ContentStore, remote: RemoteCache | None = None, *, upload: bool = True):
+    def __init__(self, local: ContentStore, remote: Remote | None = None, *, upload: bool = True):
         if remote is not None and remote.algo != local.algo:
             raise TrtcasError(
                 f"remote cache client hashes with {remote.algo} but the cache dir {local.root} uses {local.algo}"

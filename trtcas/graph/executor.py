@@ -123,7 +123,7 @@ class Outcome:
 @contextmanager
 def key_lock(store: ContentStore, key: Digest) -> Iterator[None]:
     """An exclusive flock per action key, shared by every process using this cache."""
-    path = store.root / "locks" / key.hex[:2] / f"{key.hex}.lock"
+    path = store.layout.lock(key.hex)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -304,7 +304,7 @@ class Executor:
         )
 
     def _scratch_root(self) -> Path:
-        root = self.store.root / "tmp"
+        root = self.store.layout.tmp_root
         root.mkdir(parents=True, exist_ok=True)
         return root
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from trtcas.cas.atomic import atomic_write_bytes
+from trtcas.cas.layout import CacheLayout
 from trtcas.graph.result import ActionRecord
 
 
 def _dir(cache_root: Path, slug: str) -> Path:
-    return Path(cache_root) / "history" / slug
+    return CacheLayout(Path(cache_root)).history_dir(slug)
 
 
 def save_build(cache_root: Path, slug: str, records: list[ActionRecord]) -> None:

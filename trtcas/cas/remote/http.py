@@ -24,198 +24,37 @@ connection errors and 5xx (never on a 404 or another 4xx: asking again gets the 
 answer), and a circuit breaker that turns the remote off for the rest of the process after a
 few consecutive failed requests, so a dead server costs a few timeouts, not one per action.
 
-Credentials (first found wins): ``token=`` or ``user=``/``password=`` arguments, then
-``user:password@`` in the URL, then ``$TRTCAS_REMOTE_TOKEN`` (sent as ``Authorization:
-Bearer``), then ``$TRTCAS_REMOTE_USER``/``$TRTCAS_REMOTE_PASSWORD`` (basic auth). They are
-only ever put in the ``Authorization`` header: every URL in a message, log line or repr is
-the redacted one, so a token cannot leak into CI logs. https verifies certificates.
+Credentials are resolved by ``trtcas.cas.remote.url``; https verifies certificates.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import logging
-import os
-import re
 import socket
 import ssl
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Mapping, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from trtcas.cas.blobstore import DigestMismatch
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo
+from trtcas.cas.remote.breaker import CircuitBreaker
+from trtcas.cas.remote.errors import RemoteRejected, RemoteUnavailable
+from trtcas.cas.remote.url import PASSWORD_ENV, TOKEN_ENV, USER_ENV, parse_remote_url, resolve_credentials
 from trtcas.errors import TrtcasError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SCHEMES = ("http", "https")
 
-TOKEN_ENV = "TRTCAS_REMOTE_TOKEN"
-USER_ENV = "TRTCAS_REMOTE_USER"
-PASSWORD_ENV = "TRTCAS_REMOTE_PASSWORD"
 MAX_ACTION_ENTRY_BYTES = 16 << 20  # an AC entry is a few KB; anything this big is not one
 MAX_DRAINED_BYTES = 64 << 10  # error pages are read to keep the connection; bigger bodies close it
 _PUT_OK = (200, 201, 204)
 # What a kept-alive connection that the server closed meanwhile looks like on the next request.
 _STALE_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-_SAFE_SECRET = re.compile(r"^[\x21-\x7e]+$")  # printable, no spaces or line breaks
-
-
-class RemoteError(TrtcasError):
-    """A remote-cache request failed. A 404 is a miss, never this."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-class RemoteUnavailable(RemoteError):
-    """Connection refused or reset, timeout, or 5xx, still so after the retries."""
-
-
-class RemoteRejected(RemoteError):
-    """The server answered with a status the protocol has no use for (401, 403, 413, ...)."""
-
-
-class RemoteDisabled(RemoteError):
-    """The circuit breaker is open: the remote is off for the rest of this process."""
-
-
-# ---- where the remote is and who we are to it -------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteEndpoint:
-    """A parsed remote-cache URL, credentials removed."""
-
-    scheme: str
-    host: str
-    port: int
-    base_path: str  # "" or "/some/prefix", no trailing slash
-
-    @property
-    def display(self) -> str:
-        """The URL as it may appear in messages (credentials are never part of it)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.base_path}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The value of the ``Authorization`` header, kept out of every repr."""
-
-    kind: str  # "none", "bearer" or "basic"
-    header: str | None = field(default=None, repr=False)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for messages and logs."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", url.strip())
-
-
-def parse_remote_url(url: str) -> tuple[RemoteEndpoint, str | None, str | None]:
-    """Split a remote-cache URL into endpoint, user and password (percent-decoded)."""
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise TrtcasError(f"malformed remote cache URL {shown!r} ({_without_secrets(str(exc), url)})") from None
-    if parts.scheme not in ("http", "https"):
-        raise TrtcasError(f"remote cache URL {shown!r} must start with http:// or https://")
-    if not parts.hostname:
-        raise TrtcasError(f"remote cache URL {shown!r} has no host; expected e.g. http://cache.example:8080/trtcas")
-    if parts.query or parts.fragment:
-        raise TrtcasError(f"remote cache URL {shown!r} must not have a query or fragment")
-    endpoint = RemoteEndpoint(
-        parts.scheme,
-        parts.hostname,
-        port if port is not None else (443 if parts.scheme == "https" else 80),
-        parts.path.rstrip("/"),
-    )
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return endpoint, user, password
-
-
-def resolve_credentials(
-    url_user: str | None,
-    url_password: str | None,
-    token: str | None = None,
-    user: str | None = None,
-    password: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Credentials:
-    """Pick the credentials to send (see the module docstring for the order)."""
-    env = os.environ if env is None else env
-    if token and user:
-        raise TrtcasError("give the remote cache a token or a user and password, not both")
-    candidates = (
-        ("bearer", token, None),
-        ("basic", user, password),
-        ("basic", url_user, url_password),
-        ("bearer", env.get(TOKEN_ENV), None),
-        ("basic", env.get(USER_ENV), env.get(PASSWORD_ENV)),
-    )
-    for kind, first, second in candidates:
-        if not first:
-            continue
-        if kind == "bearer":
-            _check_secret(first, "the remote cache token")
-            return Credentials("bearer", f"Bearer {first}")
-        pair = f"{first}:{second or ''}"
-        if "\n" in pair or "\r" in pair:
-            raise TrtcasError("the remote cache user or password contains a line break")
-        return Credentials("basic", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
-    return Credentials("none")
-
-
-def _check_secret(secret: str, what: str) -> None:
-    if not _SAFE_SECRET.match(secret):
-        raise TrtcasError(f"{what} contains spaces, line breaks or non-ASCII characters; check {TOKEN_ENV}")
-
-
-def _without_secrets(text: str, url: str) -> str:
-    """``text`` with any credentials of ``url`` cut out (for wrapped parser errors)."""
-    userinfo = url.strip().split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
-    return text.replace(userinfo, "***") if userinfo else text
-
-
-# ---- the circuit breaker ----------------------------------------------------------------
-
-
-class _Breaker:
-    """Counts consecutive failed requests; at ``threshold`` the remote is off for good.
-
-    Off for the rest of the process, not for a cool-down: a build is minutes long, and a
-    server that failed several requests in a row is better treated as absent than probed
-    again at the cost of a timeout per action.
-    """
-
-    def __init__(self, threshold: int):
-        self.threshold = max(1, threshold)
-        self._failures = 0
-        self._lock = threading.Lock()
-        self.reason: str | None = None
-
-    def check(self, where: str) -> None:
-        if self.reason is not None:
-            raise RemoteDisabled(f"remote cache {where} is disabled for this process ({self.reason})")
-
-    def success(self) -> None:
-        with self._lock:
-            self._failures = 0
-
-    def failure(self, message: str) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self.threshold and self.reason is None:
-                self.reason = f"{self._failures} consecutive failures, last: {message}"
 
 
 # ---- reading a response body ------------------------------------------------------------
@@ -294,7 +133,7 @@ def _ack_quickly(conn) -> None:
             pass
 
 
-class RemoteCache:
+class HttpRemote:
     """Bazel-protocol HTTP cache at ``url``: blobs under ``/cas/``, action entries under ``/ac/``.
 
     Thread-safe; each thread gets its own keep-alive connection. One instance per remote per
@@ -323,6 +162,8 @@ class RemoteCache:
         env: Mapping[str, str] | None = None,
     ):
         self.endpoint, url_user, url_password = parse_remote_url(url)
+        if self.endpoint.scheme not in SCHEMES:
+            raise TrtcasError(f"remote cache URL {self.endpoint.display!r} must start with http:// or https://")
         self.url = self.endpoint.display
         self.algo = check_algo(algo)
         self.timeout = timeout
@@ -330,7 +171,7 @@ class RemoteCache:
         self.backoff_s = backoff_s
         self._credentials = resolve_credentials(url_user, url_password, token, user, password, env)
         self._ssl = ssl.create_default_context(cafile=cafile) if self.endpoint.scheme == "https" else None
-        self._breaker = _Breaker(failure_threshold)
+        self._breaker = CircuitBreaker(failure_threshold)
         self._local = threading.local()
         # Weak: a connection lives as long as its thread's thread-local; this set is only
         # how close() finds the live ones.
@@ -339,7 +180,7 @@ class RemoteCache:
         self._distrusted: set[Digest] = set()
 
     def __repr__(self) -> str:
-        return f"RemoteCache({self.url!r}, algo={self.algo!r}, auth={self._credentials.kind!r})"
+        return f"HttpRemote({self.url!r}, algo={self.algo!r}, auth={self._credentials.kind!r})"
 
     # ---- health ---------------------------------------------------------------------
     @property
@@ -433,7 +274,7 @@ class RemoteCache:
         for conn in connections:
             conn.close()
 
-    def __enter__(self) -> "RemoteCache":
+    def __enter__(self) -> "HttpRemote":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -607,3 +448,4 @@ def _describe(exc: BaseException, timeout: float | None = None) -> str:
         return f"cannot resolve host ({exc.strerror})"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
