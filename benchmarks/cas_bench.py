@@ -22,7 +22,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from trtcas.cas.content_store import ContentStore
-from trtcas.cas.digest import hash_file, hash_safetensors
+from trtcas.cas.digest import hash_file
+from trtcas.rules.formats.safetensors import hash_tensors as hash_safetensors
 from trtcas.cas.statcache import StatCache
 
 CHUNK = 1 << 20

@@ -51,8 +51,9 @@ from typing import Any, Callable
 import trtcas
 import trtcas.api
 from trtcas.config import load_config
-from trtcas.graph.executor import Executor
-from trtcas.graph.rule import Rule, register_rule
+from trtcas.graph.runner import ActionRunner
+from trtcas.graph.schedulers.threads import ThreadScheduler
+from trtcas.graph.rule import RULES, Rule
 
 # ---- rules (registered in this process only) ------------------------------------------------
 
@@ -67,8 +68,8 @@ def _sleep(ctx) -> dict[str, bytes]:
     return {"out": b"slept %d" % ctx.params["i"]}
 
 
-register_rule(Rule("bench.digest", 1, _digest_of_input))
-register_rule(Rule("bench.sleep", 1, _sleep))
+RULES.register("bench.digest", Rule("bench.digest", 1, _digest_of_input))
+RULES.register("bench.sleep", Rule("bench.sleep", 1, _sleep))
 
 # ---- targets --------------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class PhaseTimer:
         "plan": (trtcas.api, "plan_target"),
         "open_store": (trtcas.api, "ContentStore"),
         "fingerprint": (trtcas.api, "collect_fingerprint"),
-        "execute": (Executor, "execute"),
+        "execute": (ThreadScheduler, "execute"),
         "materialize": (trtcas.api, "materialize_outputs"),
         "build_json": (trtcas.api, "write_build_json"),
         "history": (trtcas.api, "save_build"),
@@ -181,25 +182,25 @@ def profile_build(target: Path, cache: Path, jobs: int, top: int = 5) -> dict[st
     thread, merged), and return the top functions by cumulative and by own time."""
     profilers: dict[int, cProfile.Profile] = {}
     lock = threading.Lock()
-    original = Executor._timed
+    original = ActionRunner.run
 
-    def profiled(self, action, dry_run):
+    def profiled(self, action, dry_run=False, invoke=None):
         with lock:
             prof = profilers.setdefault(threading.get_ident(), cProfile.Profile())
         prof.enable()
         try:
-            return original(self, action, dry_run)
+            return original(self, action, dry_run, invoke)
         finally:
             prof.disable()
 
     main = cProfile.Profile()
-    Executor._timed = profiled
+    ActionRunner.run = profiled
     try:
         main.enable()
         result = build(target, cache, jobs=jobs)
         main.disable()
     finally:
-        Executor._timed = original
+        ActionRunner.run = original
     stats = pstats.Stats(main, stream=io.StringIO())
     for prof in profilers.values():
         stats.add(prof)

@@ -20,7 +20,7 @@ ratios travel):
   project and cache dirs, per-action statuses and median seconds. Two modes:
   ``real_cpu_backend`` (``backend = "auto"``, TensorRT-RTX on the CPU: weights are embedded so
   every engine rebuilds on a fine-tune) and ``refit_test_double`` (``backend =
-  "refit-test-double"``, the stand-in from tests/test_pipeline.py: the real CPU builder makes
+  "refit-test-double"``, the stand-in from tests/support/refit_double.py: the real CPU builder makes
   the plan, the "refit" appends a marker; NOT a real refit, and its seconds say nothing about
   a GPU refit). One unmeasured build per mode first loads TensorRT, so "cold" means a cold
   cache, not a cold process. The no-op rebuild runs while the HF files are younger than the
@@ -56,10 +56,12 @@ from make_tiny_llama import TINY, make_tiny_llama, tensor_shapes  # noqa: E402
 
 import trtcas  # noqa: E402
 from trtcas.cas.content_store import ContentStore  # noqa: E402
-from trtcas.cas.digest import Digest, TensorManifest  # noqa: E402
+from trtcas.cas.digest import Digest  # noqa: E402
+from trtcas.cas.manifest import TensorManifest  # noqa: E402
 from trtcas.cas.stats import store_stats  # noqa: E402
-from trtcas.rules.convert import ConvertSpec, iter_rank_tensors, write_checkpoint  # noqa: E402
-from trtcas.rules.tensors import store_tensors  # noqa: E402
+from trtcas.rules.llm.convert import iter_rank_tensors, write_checkpoint  # noqa: E402
+from trtcas.rules.llm.spec import ConvertSpec  # noqa: E402
+from trtcas.rules.formats.tensors import store_tensors  # noqa: E402
 
 CHUNK = 1 << 20
 MB = 1e6
@@ -355,7 +357,7 @@ def bench_rebuilds(work: Path, mode: str, backend: str, sizes: dict, dtype: str,
 
     out: dict[str, Any] = {"backend": backend}
     if mode == "refit_test_double":
-        out["label"] = ("TEST DOUBLE (tests/test_pipeline.py _refit_test_double): engines are real CPU builds "
+        out["label"] = ("TEST DOUBLE (tests/support/refit_double.py): engines are real CPU builds "
                         "without refit; the 'refit' appends a marker to the plan. Statuses are what a "
                         "refit-capable GPU backend would do; refit seconds are not a GPU refit's.")
     surprises = list(errors)
@@ -416,11 +418,11 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="scratch dir on the filesystem to measure")
     args = parser.parse_args()
 
-    from test_pipeline import _refit_test_double  # noqa: PLC0415
+    from support.refit_double import NAME, refit_test_double  # noqa: PLC0415
 
-    from trtcas.rules.toolchain import register_test_double  # noqa: PLC0415
+    from trtcas.rules.trt.toolchain import TOOLCHAINS  # noqa: PLC0415
 
-    register_test_double("refit-test-double", _refit_test_double)
+    TOOLCHAINS.register(NAME, refit_test_double)
 
     work = Path(tempfile.mkdtemp(prefix="trtcas-llm-bench-", dir=args.dir))
     # registered before any store exists, so it runs after every store's atexit counter flush,

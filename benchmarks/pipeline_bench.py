@@ -215,8 +215,8 @@ def bench_model(work: Path, name: str, repeat: int) -> dict[str, Any]:
 
 def bench_canonicalize(work: Path, repeat: int) -> dict[str, Any]:
     from trtcas.rules.canonical import canonicalize_network
-    from trtcas.rules.network import parse_onnx
-    from trtcas.rules.toolchain import load_toolchain
+    from trtcas.rules.onnx_source.parse import parse_onnx
+    from trtcas.rules.trt.toolchain import load_toolchain
 
     backend = load_toolchain("auto").backend
     model = make_models.make_transformer_block(seed=0)

@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from trtcas.cas.atomic import atomic_write_bytes
-from trtcas.rules.convert import encode_safetensors
+from trtcas.rules.formats.safetensors import encode as encode_safetensors
 
 TINY = {
     "hidden_size": 64,

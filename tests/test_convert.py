@@ -16,20 +16,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from trtcas.cas.digest import read_safetensors_layout
+from trtcas.rules.formats.safetensors import read_layout as read_safetensors_layout
 from trtcas.errors import TrtcasError
-from trtcas.rules.convert import (
-    ConvertSpec,
-    bf16_bits_to_float32,
-    convert_rank,
-    encode_safetensors,
-    iter_rank_tensors,
-    plan_rank,
-    quantize_int8_per_channel,
-    read_hf_config,
-    trtllm_config,
-    write_checkpoint,
-)
+from trtcas.rules.formats.safetensors import encode as encode_safetensors
+from trtcas.rules.llm.convert import convert_rank, iter_rank_tensors, plan_rank, quantize_int8_per_channel, trtllm_config, write_checkpoint
+from trtcas.rules.llm.hf import bf16_bits_to_float32, read_hf_config
+from trtcas.rules.llm.spec import ConvertSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN, INTER, HEADS, KV_HEADS, LAYERS, VOCAB = 64, 128, 8, 2, 2, 256

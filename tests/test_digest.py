@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 from safetensors.numpy import save_file
 
-from trtcas.cas.digest import (
-    BadDigest, BadSafetensors, Digest, hash_bytes, hash_file, hash_safetensors, PARALLEL_HASH_THRESHOLD,
-)
+from trtcas.cas.digest import BadDigest, Digest, hash_bytes, hash_file, PARALLEL_HASH_THRESHOLD
+from trtcas.rules.formats.safetensors import BadSafetensors, hash_tensors as hash_safetensors
 
 
 def test_text_form_round_trips():

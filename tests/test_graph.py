@@ -9,7 +9,6 @@ from pathlib import Path
 import pydot
 import pytest
 
-import graph_rules  # noqa: F401  (registers the test.* rules)
 import trtcas.api as trtcas_build
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
@@ -17,7 +16,7 @@ from trtcas.config import load_config
 from trtcas.graph.explain import explain_builds
 from trtcas.graph.history import load_build
 from trtcas.graph.render import FORMATS
-from trtcas.graph.rule import REGISTRY
+from trtcas.graph.rule import RULES
 
 TESTS = Path(__file__).parent
 
@@ -202,7 +201,7 @@ def test_explain_names_the_changed_components(project):
     project.build(fingerprint_overrides={"tensorrt_rtx_version": "2.0"})
     store = ContentStore(project.cache)
     slug = load_config(project.root / "trtcas.toml").slug
-    explanations = {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), REGISTRY, store)}
+    explanations = {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), RULES, store.blobs)}
     join = "\n".join(explanations["join"].lines)
     assert "param sep '+' -> '/'" in join
     assert "fingerprint tensorrt_rtx_version" in join and "-> '2.0'" in join
@@ -245,7 +244,8 @@ def test_two_processes_building_at_once_run_each_action_once(project, tmp_path):
     (tmp_path / "runs.log").write_text("")
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(TESTS)!r})
-        import graph_rules, trtcas
+        import trtcas
+        from support import graph_rules; graph_rules.register()
         r = trtcas.build({str(tmp_path / 'trtcas.toml')!r}, cache_dir={str(project.cache)!r}, jobs=2)
         print(r.to_json())
     """)

@@ -18,22 +18,15 @@ import numpy as np
 import pytest
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.backend import load_backend
-from trtcas.rules.convert import ConvertSpec, write_checkpoint
-from trtcas.rules.engine import EngineSpec
-from trtcas.rules.llm_network import (
-    PROBES,
-    VOCAB_START,
-    DecoderGeometry,
-    build_decoder_engine,
-    build_decoder_network,
-    expected_weights,
-    probe_layer_support,
-    read_rank_weights,
-    read_trtllm_checkpoint,
-    rotary_tables,
-)
-from trtcas.rules.network import ParsedNetwork
+from trtcas.rules.trt.backend import load_backend
+from trtcas.rules.llm.convert import write_checkpoint
+from trtcas.rules.llm.spec import ConvertSpec
+from trtcas.rules.trt.engine import EngineSpec
+from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
+from trtcas.rules.llm.llama.config import LlamaGeometry as DecoderGeometry, expected_weights, rotary_tables
+from trtcas.rules.llm.llama.network import VOCAB_START, build_decoder_network
+from trtcas.rules.trt.diagnose import PROBES, build_with_diagnosis as build_decoder_engine, probe_layer_support
+from trtcas.rules.trt.network import ParsedNetwork
 
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 

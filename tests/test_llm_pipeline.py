@@ -9,16 +9,17 @@ from safetensors.numpy import load_file
 
 import trtcas
 from make_tiny_llama import make_tiny_llama
-from test_pipeline import _refit_test_double
 from trtcas.cas.content_store import ContentStore
-from trtcas.cas.digest import Digest, TensorManifest, hash_bytes
+from trtcas.cas.digest import Digest, hash_bytes
+from trtcas.cas.manifest import TensorManifest
 from trtcas.cas.stats import store_stats
 from trtcas.config import load_config
 from trtcas.errors import TrtcasError
 from trtcas.graph.explain import explain_builds
 from trtcas.graph.history import load_build
-from trtcas.graph.rule import REGISTRY
-from trtcas.rules.convert import ConvertSpec, write_checkpoint
+from trtcas.graph.rule import RULES
+from trtcas.rules.llm.convert import write_checkpoint
+from trtcas.rules.llm.spec import ConvertSpec
 
 TARGET = """
 [target]
@@ -55,7 +56,7 @@ def status(result):
 def explain(root):
     store = ContentStore(root / "cache")
     slug = load_config(root / "trtcas.toml").slug
-    return {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), REGISTRY, store)}
+    return {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), RULES, store.blobs)}
 
 
 def test_tp2_builds_engines_and_the_checkpoint_tensorrt_llm_reads(tmp_path):
@@ -90,10 +91,7 @@ def logical_bytes(root):
     return store_stats(ContentStore(root / "cache")).logical_bytes
 
 
-def test_ranks_share_one_engine_and_a_finetune_costs_convert_and_refits(tmp_path):
-    from trtcas.rules.toolchain import register_test_double
-
-    register_test_double("refit-test-double", _refit_test_double)  # refit needs a GPU: see test_pipeline
+def test_ranks_share_one_engine_and_a_finetune_costs_convert_and_refits(tmp_path, refit_double):
     root = project(tmp_path, backend="refit-test-double")
     first = build(root)
     st = status(first)

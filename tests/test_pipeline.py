@@ -18,21 +18,12 @@ from trtcas.config import load_config
 from trtcas.errors import TrtcasError
 from trtcas.graph.explain import explain_builds
 from trtcas.graph.history import load_build
-from trtcas.graph.rule import REGISTRY
+from trtcas.graph.rule import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 import make_models  # examples/ is on the test path
 
-TARGET = """
-[target]
-name = "conv"
-[model]
-onnx = "model.onnx"
-[engine]
-backend = "{backend}"
-targets = ["sm86"]
-optimization_level = 3
-"""
+from support.targets import CONV_TARGET as TARGET
 
 
 class Project:
@@ -53,7 +44,7 @@ class Project:
     def explain(self):
         store = ContentStore(self.cache)
         slug = load_config(self.root / "trtcas.toml").slug
-        return {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), REGISTRY, store)}
+        return {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), RULES, store.blobs)}
 
 
 def status(result):
@@ -223,37 +214,7 @@ def test_cli_build_json_and_graph(project):
     assert "engine[rank0]  (trt.engine)  [cached]  <- network[rank0]" in graph
 
 
-# ---- refit path, through a named test double -------------------------------------------
-# Refit needs a GPU. This double wraps the real TensorRT-RTX backend but claims it can build
-# refittable engines and refit: its "refittable" build is a real CPU build with weights
-# embedded, and its "refit" appends a digest of the weights it was given to the plan.
-# It exists to test the graph logic (engine hit, refit runs), not TensorRT's refitter.
-def _refit_test_double():
-    from trtcas.rules.engine import build_plan
-    from trtcas.rules.backend import load_backend
-    from trtcas.rules.toolchain import Toolchain
-
-    real = load_backend("tensorrt_rtx")
-    caps = dataclasses.replace(real.capabilities, can_build_refittable=True, can_refit=True)
-    backend = dataclasses.replace(real, capabilities=caps)
-
-    def fake_build(backend, parsed, spec, refittable):
-        plan = build_plan(real, parsed, dataclasses.replace(spec, refit="no"), False)
-        from trtcas.rules.engine import effective_builder_config
-        return dataclasses.replace(plan, effective_config=effective_builder_config(spec, backend, refittable))
-
-    def fake_refit(backend, plan, weights):
-        marker = b"".join(name.encode() + np.ascontiguousarray(a).tobytes() for name, a in sorted(weights.items()))
-        from trtcas.cas.digest import hash_bytes
-        return plan + b"REFIT-TEST-DOUBLE:" + hash_bytes(marker).hex.encode()
-
-    return Toolchain("refit-test-double", backend, fake_build, fake_refit)
-
-
-def test_weight_only_change_refits_and_hits_the_engine_with_a_refit_test_double(tmp_path):
-    from trtcas.rules.toolchain import register_test_double
-
-    register_test_double("refit-test-double", _refit_test_double)
+def test_weight_only_change_refits_and_hits_the_engine_with_a_refit_test_double(tmp_path, refit_double):
     project = Project(tmp_path, backend="refit-test-double")
     first = project.build()
     assert status(first) == {"network[rank0]": "built", "plan_shaping_weights[rank0]": "built",

@@ -10,21 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from remote_fixtures import (  # noqa: F401  (fixtures are used by name)
-    TEST_PASSWORD,
-    TEST_TOKEN,
-    TEST_USER,
-    action_key,
-    machine_a,
-    machine_b,
-    nginx,
-    nginx_basic,
-    nginx_tls,
-    nginx_token,
-    proxy,
-    store_action,
-    write_random_file,
-)
+from support.remote_fixtures import TEST_PASSWORD, TEST_TOKEN, TEST_USER, action_key, store_action, write_random_file
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.digest import hash_bytes, hash_file
 from trtcas.cas.remote import RemoteRejected, RemoteUnavailable, open_remote, redact_url

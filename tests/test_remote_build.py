@@ -8,12 +8,12 @@ import onnx
 
 import make_models
 import trtcas
-from fault_proxy import FaultProxy
-from remote_fixtures import TEST_TOKEN, nginx, nginx_token  # noqa: F401  (fixtures)
+from support.fault_proxy import FaultProxy
+from support.remote_fixtures import TEST_TOKEN
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.gc import verify_store
-from nginx_server import free_port
-from test_pipeline import TARGET  # the conv example target, shared
+from support.nginx_server import free_port
+from support.targets import CONV_TARGET as TARGET
 
 def machine(tmp_path, name):
     """A project checkout and an empty cache dir, standing for one machine."""
@@ -67,7 +67,6 @@ def test_server_killed_mid_build_finishes_locally(tmp_path, nginx):
         f'[[action]]\nid = "step{i}"\nrule = "test.read"\ninputs = {{ src = "x.txt" }}\nparams = {{ repeat = {i + 1}, sleep = 0.15 }}\n'
         for i in range(6))
     (project / "trtcas.toml").write_text(actions)
-    import graph_rules  # noqa: F401
     killer = threading.Timer(0.25, nginx.stop)
     killer.start()
     result = trtcas.build(project / "trtcas.toml", cache_dir=project / "cache", remote=nginx.url, jobs=1)

@@ -19,26 +19,23 @@ from trtcas.cas.atomic import atomic_write_bytes
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
+from trtcas.cas.tiered import TieredStore
 from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
 from trtcas.graph.dag import build_graph, plan_actions, select
-from trtcas.cas.tiered import TieredStore
-from trtcas.graph.executor import Executor, Reporter
 from trtcas.graph.fingerprint import collect_fingerprint
 from trtcas.graph.history import save_build
+from trtcas.graph.outputs import OUTPUT_FORMATS
 from trtcas.graph.records import write_execution_log, write_trace
 from trtcas.graph.result import ActionRecord, BuildResult
+from trtcas.graph.rule import RULES
+from trtcas.graph.runner import ActionRunner
+from trtcas.graph.schedulers import NullReporter, Reporter, open_scheduler
 
 KEEP_LOGS = 20
 
 
-def load_rules() -> None:
-    """Register the built-in TensorRT rules and planners (imports no TensorRT)."""
-    import trtcas.rules.registry  # noqa: F401  (registers on import)
-
-
 def plan_target(config: TargetConfig, wanted: Iterable[str] = ()) -> tuple[nx.DiGraph, tuple[str, ...]]:
     """The (selected) action graph of a target, and the planner's notes."""
-    load_rules()
     planned = plan_actions(config.data, config.base_dir)
     return select(build_graph(planned.actions), wanted), planned.notes
 
@@ -62,6 +59,7 @@ def build(
     *,
     cache_dir: str | Path | None = None,
     jobs: int = 2,
+    scheduler: str = "threads",
     dry_run: bool = False,
     profile: str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -79,8 +77,8 @@ def build(
     tier = make_tier(store, remote, remote_upload)
     warnings: list[str] = []
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
-        executor = Executor(store, config.base_dir, jobs=jobs, fingerprint=fingerprint, tier=tier, reporter=reporter)
-        records = executor.execute(graph, dry_run=dry_run)
+        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier)
+        records = open_scheduler(scheduler, jobs=jobs).execute(graph, runner, dry_run, reporter or NullReporter())
         failed = [r for r in records if r.status == "failed"]
         outputs: dict[str, str] = {}
         try:
@@ -102,7 +100,7 @@ def build(
         save_build(store.root, config.slug, records)
         write_logs(store, config, records)
     if profile:
-        write_trace(profile, executor.spans, time.time() - (time.perf_counter() - start))
+        write_trace(profile, runner.spans, time.time() - (time.perf_counter() - start))
     return BuildResult(
         target=config.name, ok=not failed, seconds=time.perf_counter() - start, actions=tuple(records),
         outputs=outputs, warnings=tuple(warnings), notes=notes, error=failed[0].error if failed else None,
@@ -110,39 +108,21 @@ def build(
     )
 
 
-SAFETENSORS_PREFIX = "safetensors:"
-
-
 def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
-    """Place declared outputs under ``output_dir``. A ``safetensors:PATH`` destination means
-    the output is a tensor manifest, assembled into a .safetensors file from its tensors."""
+    """Place declared outputs under ``output_dir``, each in its rule's output format; an
+    output already in place (a no-op build) is left alone."""
     placed = {}
     for record in records:
         action = graph.nodes[record.id]["action"]
+        formats = RULES.get(action.rule).output_formats
         for output, relative in action.materialize.items():
             digest = Digest.parse(record.outputs[output])
-            if relative.startswith(SAFETENSORS_PREFIX):
-                from trtcas.cas.digest import TensorManifest
-                from trtcas.rules.tensors import safetensors_matches, write_safetensors
-
-                dest = output_dir / relative[len(SAFETENSORS_PREFIX):]
-                manifest = TensorManifest.from_bytes(store.blobs.get_bytes(digest))
-                if not safetensors_matches(dest, manifest):
-                    write_safetensors(store.blobs, manifest, dest)
-            else:
-                dest = output_dir / relative
-                if not _already_there(store, dest, digest):
-                    store.blobs.materialize(digest, dest)
+            dest = output_dir / relative
+            fmt = OUTPUT_FORMATS.get(formats.get(output, "file"))
+            if not fmt.up_to_date(store.blobs, store.statcache, digest, dest):
+                fmt.place(store.blobs, digest, dest)
             placed[str(dest)] = str(digest)
     return placed
-
-
-def _already_there(store: ContentStore, dest: Path, digest: Digest) -> bool:
-    """A no-op build should not rewrite multi-GB outputs that are already right."""
-    try:
-        return dest.is_file() and dest.stat().st_size == digest.size and store.statcache.digest_of(dest, store.algo) == digest
-    except OSError:
-        return False
 
 
 def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:

@@ -238,7 +238,8 @@ def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remo
 @cache_dir_option
 def graph(target, fmt, status, overrides, remote, remote_upload, cache_dir):
     """Show the action graph of TARGET."""
-    from trtcas.api import build as run_build, plan_graph
+    from trtcas.api import build as run_build
+    from trtcas.api import plan_graph
     from trtcas.config import load_config
     from trtcas.graph.render import FORMATS
 
@@ -260,17 +261,16 @@ def graph(target, fmt, status, overrides, remote, remote_upload, cache_dir):
 @cache_dir_option
 def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, cache_dir):
     """Why did actions of the last build re-run (or, with --dry-run, why would they now)?"""
-    from trtcas.api import build as run_build, load_rules
+    from trtcas.api import build as run_build
     from trtcas.config import load_config
     from trtcas.graph.explain import explain_builds
     from trtcas.graph.history import load_build
-    from trtcas.graph.rule import REGISTRY
+    from trtcas.graph.rule import RULES
 
     target, names = split_target(target, (action,) if action else ())
     action = names[0] if names else None
     config = load_config(target, overrides)
     store = open_store(cache_dir)
-    load_rules()
     last = load_build(store.root, config.slug, "last")
     if dry_run:
         result = run_build(target, cache_dir=cache_dir, dry_run=True, overrides=overrides, remote=remote, remote_upload=False)
@@ -279,7 +279,7 @@ def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, 
         if last is None:
             raise TrtcasError(f"no build of {config.name} is recorded in {store.root}; run `trtcas build` first")
         old, new = load_build(store.root, config.slug, "previous"), last
-    explanations = explain_builds(old, new, REGISTRY, store, only=action)
+    explanations = explain_builds(old, new, RULES, store.blobs, only=action)
     if action and not explanations:
         raise TrtcasError(f"no action or rule named {action!r} in the last build of {config.name}")
     if as_json:

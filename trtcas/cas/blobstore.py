@@ -28,8 +28,8 @@ from typing import BinaryIO, Iterator
 import zstandard
 
 from trtcas.cas.atomic import AtomicFile, atomic_writer
-from trtcas.cas.layout import CacheLayout
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
+from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
 from trtcas.errors import TrtcasError
 

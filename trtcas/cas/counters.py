@@ -15,7 +15,6 @@ import threading
 import weakref
 from pathlib import Path
 
-
 _LIVE: "weakref.WeakSet[Counters]" = weakref.WeakSet()
 
 

@@ -2,7 +2,7 @@
 
 A target file either lists actions explicitly (``[[action]]`` tables; what tests and
 unusual pipelines use) or has sections a registered *planner* understands (the TensorRT
-rules register planners for ``[model] onnx = ...`` and LLM checkpoints). Either way the
+rules provide planners, through the ``trtcas.planners`` entry points, for ``[model] onnx = ...`` and LLM checkpoints). Either way the
 result is the same graph: nodes are action ids with the ``Action`` as attribute ``action``,
 edges run producer -> consumer.
 """
@@ -17,7 +17,8 @@ import networkx as nx
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
-from trtcas.graph.rule import REGISTRY
+from trtcas.graph.rule import RULES
+from trtcas.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,7 @@ class Planner:
     plan: Callable[[Mapping[str, Any], Path], PlannedTarget]
 
 
-PLANNERS: list[Planner] = []
-
-
-def register_planner(planner: Planner) -> Planner:
-    PLANNERS[:] = [p for p in PLANNERS if p.name != planner.name] + [planner]
-    return planner
+PLANNERS: Registry[Planner] = Registry("planner", entry_point_group="trtcas.planners")
 
 
 def parse_input_ref(text: str, where: str) -> InputRef:
@@ -79,10 +75,11 @@ def _explicit_actions(config: Mapping[str, Any]) -> list[Action]:
 def plan_actions(config: Mapping[str, Any], base_dir: Path) -> PlannedTarget:
     if "action" in config:
         return PlannedTarget(tuple(_explicit_actions(config)))
-    for planner in PLANNERS:
-        if planner.applies(config):
-            return planner.plan(config, base_dir)
-    kinds = ", ".join(p.name for p in PLANNERS) or "none registered"
+    planners = PLANNERS.all()
+    for name in sorted(planners):
+        if planners[name].applies(config):
+            return planners[name].plan(config, base_dir)
+    kinds = ", ".join(planners) or "none registered"
     raise TrtcasError(f"the target file describes no build: add [[action]] tables or a [model] section (planners: {kinds})")
 
 
@@ -92,7 +89,7 @@ def build_graph(actions: Iterable[Action]) -> nx.DiGraph:
     for action in actions:
         if action.id in graph:
             raise TrtcasError(f"two actions have the id {action.id!r}; ids must be unique")
-        REGISTRY.get(action.rule)
+        RULES.get(action.rule)
         graph.add_node(action.id, action=action)
     for action in (graph.nodes[n]["action"] for n in list(graph.nodes)):
         for name, ref in action.inputs.items():

@@ -9,7 +9,6 @@ Rules may add richer lines (the TensorRT engine rule diffs the two canonical net
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -66,29 +65,11 @@ class Explanation:
     lines: tuple[str, ...]
 
 
-_RANK = re.compile(r"^(?P<stem>.+)\[rank(?P<rank>\d+)\]$")
-
-
-def sharing_lines(action_id: str, records: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """For ``X[rankN]`` (N > 0): whether it shared its key with ``X[rank0]``, and if not, why."""
-    match = _RANK.match(action_id)
-    if not match or match["rank"] == "0":
-        return []
-    first_id = f"{match['stem']}[rank0]"
-    mine, first = records.get(action_id), records.get(first_id)
-    if not first or not mine or not mine.get("key_components") or not first.get("key_components"):
-        return []
-    if mine["key"] == first["key"]:
-        return [f"same key as {first_id}: one build serves both (the rank lives only in the weights)"]
-    differences = diff_components(first["key_components"], mine["key_components"], verb="differs")
-    return [f"does not share with {first_id}: {line}" for line in differences]
-
-
 def explain_builds(
     old: Mapping[str, Mapping[str, Any]] | None,
     new: Mapping[str, Mapping[str, Any]],
     registry: RuleRegistry,
-    store: Any,
+    blobs: Any,
     only: str | None = None,
 ) -> list[Explanation]:
     """For each action of ``new`` that ran (or would run), what changed since ``old``."""
@@ -97,8 +78,8 @@ def explain_builds(
         if only and only not in (action_id, record.get("rule")):
             continue
         status = record["status"]
-        rule = registry.rules.get(record["rule"])
-        shared = sharing_lines(action_id, new) if rule is not None and rule.explain_sharing else []
+        rule = registry.get(record["rule"]) if record["rule"] in registry else None
+        shared = rule.explain_sharing(action_id, new) if rule is not None and rule.explain_sharing else []
         if status not in ("built", "would-build", "failed"):
             explanations.append(Explanation(action_id, status, (f"not re-run ({status})", *shared)))
             continue
@@ -116,7 +97,7 @@ def explain_builds(
         lines = diff_components(before["key_components"], record["key_components"])
         if rule is not None and rule.explain is not None:
             try:
-                lines += rule.explain(before["key_components"], record["key_components"], store)
+                lines += rule.explain(before["key_components"], record["key_components"], blobs)
             except Exception as exc:  # a richer diff is a bonus; never fail explain for it
                 lines.append(f"(detailed diff unavailable: {exc})")
         explanations.append(Explanation(action_id, status, tuple(lines + shared)))

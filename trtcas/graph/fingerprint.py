@@ -1,7 +1,10 @@
 """The environment fingerprint: the facts about this machine an engine depends on.
 
 Read at run time and never by importing TensorRT (package metadata and the NVIDIA driver's
-own files/tools tell the versions), so ``trtcas env`` works anywhere. A field that cannot be
+own files/tools tell the versions), so ``trtcas env`` works anywhere. This module knows the
+generic fields (driver, GPU, plugins, OS); rules add the fields of their toolchains through
+``FINGERPRINT_PROVIDERS`` (entry point group ``trtcas.fingerprint``: a callable returning
+name -> Field), so the graph names no TensorRT package. A field that cannot be
 known here is present with value ``None`` and a reason; the key uses only the value, so a
 reworded reason never invalidates a cache.
 """
@@ -18,14 +21,10 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-# Distribution names under which each flavour is published (first installed one wins).
-FLAVOUR_DISTRIBUTIONS = {
-    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs"),
-    "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx", "tensorrt-rtx-cu12", "tensorrt_rtx_cu13_libs"),
-    "tensorrt_llm": ("tensorrt-llm", "tensorrt_llm"),
-}
+from trtcas.registry import Registry
+
 CUDA_RUNTIME_DISTRIBUTIONS = ("nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime")
 
 
@@ -60,7 +59,8 @@ class Fingerprint:
         }
 
 
-def _distribution_version(names: tuple[str, ...]) -> Field:
+def distribution_version(names: tuple[str, ...]) -> Field:
+    """The version of the first installed distribution of ``names``, or absent with why."""
     for name in names:
         try:
             return Field(metadata.version(name))
@@ -70,7 +70,7 @@ def _distribution_version(names: tuple[str, ...]) -> Field:
 
 
 def _package_field(name: str) -> Field:
-    return _distribution_version((name,))
+    return distribution_version((name,))
 
 
 def _driver_version() -> Field:
@@ -115,15 +115,18 @@ def _plugin_digests() -> Field:
     return Field(sorted(digests))
 
 
+# name -> callable returning {field name: Field}; rules add their toolchains' versions here.
+FINGERPRINT_PROVIDERS: Registry[Callable[[], Mapping[str, Field]]] = Registry(
+    "fingerprint provider", entry_point_group="trtcas.fingerprint"
+)
+
+
 @functools.lru_cache(maxsize=1)
 def collect_fingerprint() -> Fingerprint:
     """This process's fingerprint (computed once; the environment does not change mid-run)."""
     gpu_name, gpu_sm, gpu_mem = _gpus()
     fields = {
-        "tensorrt_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt"]),
-        "tensorrt_rtx_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt_rtx"]),
-        "tensorrt_llm_version": _distribution_version(FLAVOUR_DISTRIBUTIONS["tensorrt_llm"]),
-        "cuda_runtime_version": _distribution_version(CUDA_RUNTIME_DISTRIBUTIONS),
+        "cuda_runtime_version": distribution_version(CUDA_RUNTIME_DISTRIBUTIONS),
         "cuda_driver_version": _driver_version(),
         "gpu_name": gpu_name,
         "gpu_sm": gpu_sm,
@@ -133,4 +136,6 @@ def collect_fingerprint() -> Fingerprint:
         "machine": Field(platform.machine()),
         "python": Field(platform.python_version()),
     }
+    for provide in FINGERPRINT_PROVIDERS.all().values():
+        fields.update(provide())
     return Fingerprint(fields)

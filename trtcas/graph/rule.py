@@ -2,30 +2,35 @@
 
 A rule declares its name and version (bump the version when its output for the same
 inputs changes), which params are cosmetic (dropped from the key), which environment
-fingerprint fields its output depends on, and a ``run`` function. Rules register
-themselves; ``graph`` never imports the TensorRT rules, they plug in here.
+fingerprint fields its output depends on, and a ``run`` function. Rules are found in
+``RULES`` by name (entry point group ``trtcas.rules``); ``graph`` never imports the TensorRT
+rules, they plug in here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, BinaryIO, Callable, Mapping, Protocol
 
 from trtcas.cas.digest import Digest
-from trtcas.errors import TrtcasError
+from trtcas.registry import Registry
 
 
 class RunContext(Protocol):
-    """What a running rule may touch (implemented by the executor)."""
+    """What a running rule may touch (graph.context.StoreRunContext): its inputs, blobs by
+    digest, and the store to put outputs in; never the store itself."""
 
     action_id: str
     params: Mapping[str, Any]
     scratch: Path
+    algo: str  # the store's digest algorithm
 
     def input_digest(self, name: str) -> Digest: ...
     def input_path(self, name: str) -> Path: ...
     def input_bytes(self, name: str) -> bytes: ...
+    def get_bytes(self, digest: Digest) -> bytes: ...
+    def open_blob(self, digest: Digest) -> BinaryIO: ...
     def put_bytes(self, data: bytes) -> Digest: ...
     def put_file(self, path: Path) -> Digest: ...
     def log(self, message: str) -> None: ...
@@ -33,8 +38,11 @@ class RunContext(Protocol):
 
 # A rule's run returns output name -> bytes, a file Path, or an already stored Digest.
 RunFunction = Callable[[RunContext], Mapping[str, "bytes | Path | Digest"]]
-# Optional richer explanation: (old components, new components, store) -> lines.
+# Optional richer explanation: (old components, new components, blob reader) -> lines.
 ExplainFunction = Callable[[Mapping[str, Any], Mapping[str, Any], Any], list[str]]
+# Optional: (action id, records of the build by id) -> lines saying whether this action
+# shared its key with its siblings (e.g. tensor-parallel ranks) and, if not, why.
+SharingFunction = Callable[[str, Mapping[str, Mapping[str, Any]]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,11 @@ class Rule:
     # Optional: fields decided at key time from params (e.g. "tensorrt_rtx_version" when
     # params say the backend is tensorrt_rtx). Returns extra fingerprint field names.
     dynamic_fingerprint: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
-    # Per-rank actions of this rule are expected to share keys (TP engines): explain says
-    # for each rank whether it shared with rank 0 and, if not, which component differs.
-    explain_sharing: bool = False
+    # Actions of this rule expected to share keys (TP engines): what explain says about it.
+    explain_sharing: SharingFunction | None = None
+    # How each output is placed in the output dir, by format name (see graph.outputs);
+    # outputs not named here are plain files.
+    output_formats: Mapping[str, str] = field(default_factory=dict)
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,24 +79,5 @@ class Rule:
         return tuple(sorted(set(self.fingerprint_fields) | set(extra)))
 
 
-@dataclass
-class RuleRegistry:
-    rules: dict[str, Rule] = field(default_factory=dict)
-
-    def register(self, rule: Rule) -> Rule:
-        self.rules[rule.name] = rule
-        return rule
-
-    def get(self, name: str) -> Rule:
-        try:
-            return self.rules[name]
-        except KeyError:
-            known = ", ".join(sorted(self.rules)) or "none"
-            raise TrtcasError(f"unknown rule {name!r} (known rules: {known})") from None
-
-
-REGISTRY = RuleRegistry()
-
-
-def register_rule(rule: Rule) -> Rule:
-    return REGISTRY.register(rule)
+RuleRegistry = Registry[Rule]
+RULES: RuleRegistry = Registry("rule", entry_point_group="trtcas.rules")

@@ -66,8 +66,8 @@ import ml_dtypes  # numpy's bfloat16; a dependency of onnx, which trtcas require
 import numpy as np
 
 from trtcas.cas.atomic import atomic_write_bytes, fsync_dir, temp_path_beside
-from trtcas.cas.digest import read_safetensors_layout
 from trtcas.errors import TrtcasError
+from trtcas.rules.formats.safetensors import read_layout as read_safetensors_layout
 
 TARGET_DTYPES = ("float16", "bfloat16", "float32")
 QUANT_ALGOS = (None, "W8A16")
@@ -75,11 +75,11 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 # safetensors dtype code <-> numpy dtype, for what we read and write.
-_NUMPY_OF_CODE = {"F16": np.dtype(np.float16), "F32": np.dtype(np.float32),
+DTYPE_OF_CODE = {"F16": np.dtype(np.float16), "F32": np.dtype(np.float32),
                   "BF16": np.dtype(ml_dtypes.bfloat16), "I8": np.dtype(np.int8)}
-_CODE_OF_NUMPY = {dtype: code for code, dtype in _NUMPY_OF_CODE.items()}
+CODE_OF_DTYPE = {dtype: code for code, dtype in DTYPE_OF_CODE.items()}
 _CODE_OF_TARGET = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
-_HF_FLOAT_CODES = ("F16", "BF16", "F32")
+FLOAT_CODES = ("F16", "BF16", "F32")
 
 _REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
                      "vocab_size", "rms_norm_eps", "max_position_embeddings")
@@ -283,9 +283,9 @@ def _map_source(source: SourceTensor, name: str) -> np.ndarray:
 
     Slicing the map before converting keeps memory at the size of the slice, not the tensor.
     """
-    if source.dtype not in _HF_FLOAT_CODES:
+    if source.dtype not in FLOAT_CODES:
         raise ConvertError(f"{source.file}: tensor {name!r} has dtype {source.dtype}; expected one of F16, BF16, F32")
-    stored = np.dtype(np.uint16) if source.dtype == "BF16" else _NUMPY_OF_CODE[source.dtype]
+    stored = np.dtype(np.uint16) if source.dtype == "BF16" else DTYPE_OF_CODE[source.dtype]
     count = int(np.prod(source.shape, dtype=np.int64))
     if count * stored.itemsize != source.end - source.begin:
         raise ConvertError(f"{source.file}: tensor {name!r} byte size disagrees with its shape {source.shape}")
@@ -346,7 +346,7 @@ def rank_position(geometry: LlamaGeometry, spec: ConvertSpec, rank: int) -> Rank
 
 
 @dataclass(frozen=True)
-class OutputTensor:
+class TensorSlot:
     """A TRT-LLM tensor a step will yield: name, safetensors dtype code, shape."""
 
     name: str
@@ -367,15 +367,15 @@ class ConvertStep:
     op: str
     sources: tuple[str, ...]
     source_shapes: tuple[tuple[int, ...], ...]
-    outputs: tuple[OutputTensor, ...]
+    outputs: tuple[TensorSlot, ...]
 
 
-def _linear_outputs(prefix: str, out_rows: int, in_cols: int, spec: ConvertSpec) -> tuple[OutputTensor, ...]:
+def _linear_outputs(prefix: str, out_rows: int, in_cols: int, spec: ConvertSpec) -> tuple[TensorSlot, ...]:
     target = _CODE_OF_TARGET[spec.dtype]
     if spec.quantization == "W8A16":
-        return (OutputTensor(f"{prefix}.weight", "I8", (in_cols, out_rows)),
-                OutputTensor(f"{prefix}.per_channel_scale", target, (out_rows,)))
-    return (OutputTensor(f"{prefix}.weight", target, (out_rows, in_cols)),)
+        return (TensorSlot(f"{prefix}.weight", "I8", (in_cols, out_rows)),
+                TensorSlot(f"{prefix}.per_channel_scale", target, (out_rows,)))
+    return (TensorSlot(f"{prefix}.weight", target, (out_rows, in_cols)),)
 
 
 def _layer_steps(g: LlamaGeometry, spec: ConvertSpec, hf_layer: int, local_layer: int) -> list[ConvertStep]:
@@ -386,14 +386,14 @@ def _layer_steps(g: LlamaGeometry, spec: ConvertSpec, hf_layer: int, local_layer
     norm = (g.hidden,)
     return [
         ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
-                    (OutputTensor(f"{out}.input_layernorm.weight", target, norm),)),
+                    (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
         ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
                     ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
                     _linear_outputs(f"{out}.attention.qkv", qkv_local, g.hidden, spec)),
         ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
                     _linear_outputs(f"{out}.attention.dense", g.hidden, q_rows // tp, spec)),
         ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
-                    (OutputTensor(f"{out}.post_layernorm.weight", target, norm),)),
+                    (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
         ConvertStep("column", (f"{hf}.mlp.gate_proj.weight",), ((g.intermediate, g.hidden),),
                     _linear_outputs(f"{out}.mlp.fc", g.intermediate // tp, g.hidden, spec)),
         ConvertStep("column", (f"{hf}.mlp.up_proj.weight",), ((g.intermediate, g.hidden),),
@@ -423,16 +423,16 @@ def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[Convert
     if pos.first_stage:
         rows = g.vocab // spec.tp if spec.vocab_parallel else g.vocab
         steps.append(ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
-                                 (OutputTensor("transformer.vocab_embedding.weight", target, (rows, g.hidden)),)))
+                                 (TensorSlot("transformer.vocab_embedding.weight", target, (rows, g.hidden)),)))
     for local, hf_layer in enumerate(pos.layers):
         steps.extend(_layer_steps(g, spec, hf_layer, local))
     if pos.last_stage:
         steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
-                                 (OutputTensor("transformer.ln_f.weight", target, (g.hidden,)),)))
+                                 (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
         head_source = "model.embed_tokens.weight" if g.tied else "lm_head.weight"
         head_rows = _padded_vocab(g.vocab, spec.tp) // spec.tp
         steps.append(ConvertStep("lm_head", (head_source,), (table,),
-                                 (OutputTensor("lm_head.weight", target, (head_rows, g.hidden)),)))
+                                 (TensorSlot("lm_head.weight", target, (head_rows, g.hidden)),)))
     return tuple(steps)
 
 
@@ -442,7 +442,7 @@ def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[Convert
 def cast_to(values: np.ndarray, dtype: str) -> np.ndarray:
     """Round float values to the target dtype (round-to-nearest-even, as torch's ``.to``);
     no copy beyond making it contiguous when it already has that dtype."""
-    target = _NUMPY_OF_CODE[_CODE_OF_TARGET[dtype]]
+    target = DTYPE_OF_CODE[_CODE_OF_TARGET[dtype]]
     if values.dtype == target:
         return np.ascontiguousarray(values)
     if values.dtype != np.float32:  # widen exactly first, so every path rounds once from float32
@@ -543,7 +543,7 @@ def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: in
     else:
         arrays = (cast_to(values, spec.dtype),)
     for planned, array in zip(step.outputs, arrays, strict=True):
-        produced = OutputTensor(planned.name, _CODE_OF_NUMPY[array.dtype], tuple(array.shape))
+        produced = TensorSlot(planned.name, CODE_OF_DTYPE[array.dtype], tuple(array.shape))
         if produced != planned:
             raise AssertionError(f"conversion produced {produced}, planned {planned}")
         yield planned.name, array
@@ -615,7 +615,7 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec) -> dict:
 # --------------------------------------------------------------------------- safetensors out
 
 
-def safetensors_header(outputs: Iterable[OutputTensor], metadata: Mapping[str, str] | None = None) -> bytes:
+def safetensors_header(outputs: Iterable[TensorSlot], metadata: Mapping[str, str] | None = None) -> bytes:
     """The length-prefixed JSON header for tensors laid out back to back in the given order.
 
     Padded with spaces to a multiple of 8 bytes, as the format allows, so the data is aligned.
@@ -623,7 +623,7 @@ def safetensors_header(outputs: Iterable[OutputTensor], metadata: Mapping[str, s
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for out in outputs:
-        size = int(np.prod(out.shape, dtype=np.int64)) * _NUMPY_OF_CODE[out.dtype].itemsize
+        size = int(np.prod(out.shape, dtype=np.int64)) * DTYPE_OF_CODE[out.dtype].itemsize
         header[out.name] = {"dtype": out.dtype, "shape": list(out.shape), "data_offsets": [offset, offset + size]}
         offset += size
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
@@ -634,11 +634,11 @@ def safetensors_header(outputs: Iterable[OutputTensor], metadata: Mapping[str, s
 def encode_safetensors(tensors: Iterable[tuple[str, np.ndarray]], metadata: Mapping[str, str] | None = None) -> bytes:
     """Small in-memory tensors -> safetensors bytes (numpy's safetensors API cannot write bf16)."""
     items = [(name, np.ascontiguousarray(array)) for name, array in tensors]
-    outputs = [OutputTensor(name, _CODE_OF_NUMPY[array.dtype], tuple(array.shape)) for name, array in items]
+    outputs = [TensorSlot(name, CODE_OF_DTYPE[array.dtype], tuple(array.shape)) for name, array in items]
     return safetensors_header(outputs, metadata) + b"".join(array.tobytes() for _, array in items)
 
 
-def _write_streamed(path: Path, outputs: tuple[OutputTensor, ...], tensors: Iterator[tuple[str, np.ndarray]]) -> None:
+def _write_streamed(path: Path, outputs: tuple[TensorSlot, ...], tensors: Iterator[tuple[str, np.ndarray]]) -> None:
     """Write a safetensors file whose layout is known in advance, one tensor at a time, atomically.
 
     The same protocol as ``atomic_write_bytes`` (temp beside the target, fsync, rename, fsync

@@ -1,11 +1,11 @@
 """Remote caches: one ``Remote`` protocol, one module per backend, chosen by URL scheme.
 
 ``open_remote(url, algo)`` is how the rest of trtcas gets a remote; it never names a
-backend class. Backends register by scheme in ``REMOTE_BACKENDS`` (built in: ``http``,
-``https``, the Bazel HTTP cache protocol in ``http.py``); a plugin package adds one through
-the ``trtcas.remotes`` entry point group (name = scheme, value = a callable with
-``(url, algo, **options)`` returning a Remote), as bazel-remote keeps one folder per backend
-behind one cache interface.
+backend class. Backends register by scheme in ``REMOTE_BACKENDS`` through the
+``trtcas.remotes`` entry point group (name = scheme, value = a callable with ``(url, algo,
+**options)`` returning a Remote; trtcas's own ``http``/``https``, the Bazel HTTP cache
+protocol in ``http.py``, are declared there too), so a plugin package adds one the same
+way, as bazel-remote keeps one folder per backend behind one cache interface.
 """
 
 from __future__ import annotations
@@ -52,15 +52,14 @@ class Remote(Protocol):
 RemoteFactory = Callable[..., Remote]
 
 
-def _http_remote(url: str, algo: str, **options: Any) -> Remote:
+def http_remote(url: str, algo: str, **options: Any) -> Remote:
+    """The Bazel HTTP cache backend (``http.py``), imported only when a URL asks for it."""
     from trtcas.cas.remote.http import HttpRemote
 
     return HttpRemote(url, algo, **options)
 
 
-REMOTE_BACKENDS: Registry[RemoteFactory] = Registry(
-    "remote cache scheme", entry_point_group="trtcas.remotes", builtin={"http": _http_remote, "https": _http_remote}
-)
+REMOTE_BACKENDS: Registry[RemoteFactory] = Registry("remote cache scheme", entry_point_group="trtcas.remotes")
 
 
 def open_remote(url: str, algo: str, **options: Any) -> Remote:

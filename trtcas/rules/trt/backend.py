@@ -244,14 +244,6 @@ def _capturing_logger_class(trt: ModuleType) -> type:
     return CapturingLogger
 
 
-def tidy_message(text: str, limit: int = 400) -> str:
-    """A TensorRT message as one line: lines joined with `` | ``, without the CUDA-driver
-    noise every driverless machine appends ("cudaError 35: CUDA driver version is
-    insufficient"), cut at ``limit`` characters. For one-line :class:`TrtcasError` texts."""
-    parts = [ln.strip() for ln in str(text).splitlines()]
-    parts = [p for p in parts if p and "cudaError 35" not in p]
-    line = " | ".join(parts) or "no description"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ class EngineSettings:
         return {"backend": self.backend_name, "flavour": self.toolchain.backend.flavour}
 
     def engine_params(self) -> dict[str, Any]:
-        from trtcas.rules.engine import effective_builder_config
+        from trtcas.rules.trt.engine import effective_builder_config
 
         backend = self.toolchain.backend
         return {
@@ -53,8 +53,8 @@ class EngineSettings:
 
 def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
     """The [engine] table, validated against the backend it names."""
-    from trtcas.rules.engine import EngineSpec, decide_refittable, validate_spec
-    from trtcas.rules.toolchain import load_toolchain
+    from trtcas.rules.trt.engine import EngineSpec, decide_refittable, validate_spec
+    from trtcas.rules.trt.toolchain import load_toolchain
 
     table = dict(_table(config, "engine"))
     unknown = set(table) - ENGINE_KEYS

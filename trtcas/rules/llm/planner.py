@@ -1,4 +1,4 @@
-"""LLM targets: a Hugging Face Llama checkpoint (or a TensorRT-LLM one) -> per-rank engines.
+"""LLM targets: a Hugging Face checkpoint (or a TensorRT-LLM one) -> per-rank engines.
 
     [model]
     hf = "tiny-llama"            # or: checkpoint = "trtllm-ckpt" (config.json + rank{N}.safetensors)
@@ -29,23 +29,25 @@ from typing import Any, Mapping
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
-from trtcas.graph.dag import PlannedTarget, Planner, register_planner
-from trtcas.graph.rule import Rule, register_rule
-from trtcas.rules.engine_actions import engine_actions, engine_settings
-from trtcas.rules.tensors import store_tensors
+from trtcas.graph.dag import PlannedTarget, Planner
+from trtcas.graph.rule import Rule
+from trtcas.rules.formats.tensors import store_tensors
+from trtcas.rules.trt.engine_actions import engine_actions, engine_settings
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
 
 
 # ---- rules ----------------------------------------------------------------------------------
 def run_convert(ctx) -> dict[str, Any]:
-    from trtcas.rules.convert import ConvertSpec, iter_rank_tensors, read_hf_config, trtllm_config
+    from trtcas.rules.llm.convert import iter_rank_tensors, trtllm_config
+    from trtcas.rules.llm.hf import read_hf_config
+    from trtcas.rules.llm.spec import ConvertSpec
 
     params = ctx.params
     spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
                        quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
     hf_dir = ctx.input_path("hf")
-    manifest = store_tensors(ctx.store.blobs, iter_rank_tensors(hf_dir, spec, params["rank"]))
+    manifest = store_tensors(ctx, iter_rank_tensors(hf_dir, spec, params["rank"]))
     ctx.log(f"rank {params['rank']}: {len(manifest.entries)} tensors, {manifest.total_bytes} bytes")
     config = trtllm_config(read_hf_config(hf_dir), spec)
     return {"weights": manifest.to_bytes(), "config": json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"}
@@ -53,17 +55,19 @@ def run_convert(ctx) -> dict[str, Any]:
 
 def run_import_checkpoint(ctx) -> dict[str, Any]:
     """A TensorRT-LLM checkpoint rank already on disk -> the same outputs as convert."""
-    from trtcas.rules.llm_network import read_rank_weights, read_trtllm_checkpoint
+    from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
-    manifest = store_tensors(ctx.store.blobs, read_rank_weights(checkpoint, ctx.params["rank"]).items())
+    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items())
     return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
 
 
-register_rule(Rule("llm.convert", 1, run_convert, fingerprint_fields=("pkg:numpy", "pkg:ml_dtypes"),
-                   doc="HF Llama checkpoint -> one TensorRT-LLM rank, stored per tensor"))
-register_rule(Rule("llm.import_checkpoint", 1, run_import_checkpoint,
-                   doc="TensorRT-LLM checkpoint rank -> per-tensor manifest"))
+CONVERT_RULE = Rule("llm.convert", 1, run_convert, fingerprint_fields=("pkg:numpy", "pkg:ml_dtypes"),
+                    output_formats={"weights": "safetensors"},
+                    doc="HF checkpoint -> one TensorRT-LLM rank, stored per tensor")
+IMPORT_RULE = Rule("llm.import_checkpoint", 1, run_import_checkpoint,
+                   output_formats={"weights": "safetensors"},
+                   doc="TensorRT-LLM checkpoint rank -> per-tensor manifest")
 
 
 # ---- planning -------------------------------------------------------------------------------
@@ -95,7 +99,9 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
     if not (base / source).is_dir():
         raise TrtcasError(f"[model] {'hf' if 'hf' in model else 'checkpoint'} = {source!r}: no such directory next to the target file")
     if "hf" in model:
-        from trtcas.rules.convert import ConvertSpec, plan_rank, read_hf_config
+        from trtcas.rules.llm.convert import plan_rank
+        from trtcas.rules.llm.hf import read_hf_config
+        from trtcas.rules.llm.spec import ConvertSpec
 
         spec = ConvertSpec(tp=settings["tp"], pp=1, dtype=settings["dtype"], quantization=settings["quantization"],
                            vocab_parallel=settings["vocab_parallel"])
@@ -108,7 +114,7 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
     if settings["kind"] == "hf":
         params = {k: settings[k] for k in ("tp", "pp", "dtype", "quantization", "vocab_parallel")} | {"rank": rank}
         return Action(f"convert[rank{rank}]", "llm.convert", params, {"hf": InputRef(path=settings["source"])},
-                      {"weights": f"safetensors:checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"})
+                      {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"})
     return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank}, {"checkpoint": InputRef(path=settings["source"])})
 
 
@@ -132,4 +138,4 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     return PlannedTarget(tuple(actions), notes)
 
 
-register_planner(Planner("llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm))
+PLANNER = Planner("llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm)

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.backend import Backend, tidy_message
+from trtcas.rules.messages import name_list, tidy_message
+from trtcas.rules.trt.backend import Backend
 
 
 def refit_plan(backend: Backend, plan: bytes, weights: Mapping[str, np.ndarray]) -> bytes:
@@ -45,7 +46,7 @@ def refit_plan(backend: Backend, plan: bytes, weights: Mapping[str, np.ndarray])
                           "rebuild it with engine.refit = \"yes\" or \"auto\" on a GPU machine")
     unknown = sorted(set(weights) - refittable)
     if unknown:
-        raise TrtcasError(f"{len(unknown)} weights are not refittable in this engine: {_names(unknown)}; "
+        raise TrtcasError(f"{len(unknown)} weights are not refittable in this engine: {name_list(unknown)}; "
                           "check that the weights belong to this network")
     keep_alive = []  # trt.Weights does not copy: the arrays must outlive refit_cuda_engine()
     for name in sorted(weights):
@@ -58,7 +59,7 @@ def refit_plan(backend: Backend, plan: bytes, weights: Mapping[str, np.ndarray])
                               "supply the same dtype and element count as at build time")
     missing = sorted((refittable - set(weights)) | set(refitter.get_missing_weights()))
     if missing:
-        raise TrtcasError(f"refit needs {len(missing)} more weights: {_names(missing)}; "
+        raise TrtcasError(f"refit needs {len(missing)} more weights: {name_list(missing)}; "
                           "supply every refittable weight of the engine")
     if not refitter.refit_cuda_engine():
         raise TrtcasError(f"{who} failed to refit the engine: {_last_error(logger)}")
@@ -90,7 +91,3 @@ def _last_error(logger: Any) -> str:
     errors = logger.errors()
     return tidy_message(errors[-1][4:]) if errors else "no reason logged"
 
-
-def _names(names: list[str], shown: int = 5) -> str:
-    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more

@@ -1,7 +1,6 @@
 """Fixtures and helpers for the remote-cache tests: a real nginx, a fault proxy, two machines.
 
-pytest only collects fixtures from conftest.py and test modules, so a test module imports
-the fixtures it uses from here by name. A missing nginx fails (CI installs it), it does not
+conftest.py imports the fixtures from here, so every test module can use them by name. A missing nginx fails (CI installs it), it does not
 skip: a remote-cache suite that quietly tests nothing is worse than a red one.
 """
 
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fault_proxy import FaultProxy
-from nginx_server import NginxMissing, NginxServer, nginx_binary, run_nginx
+from support.fault_proxy import FaultProxy
+from support.nginx_server import NginxMissing, NginxServer, nginx_binary, run_nginx
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest, hash_bytes

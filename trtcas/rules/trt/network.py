@@ -1,20 +1,15 @@
-"""ONNX file -> TensorRT network, and optimization profiles checked against that network.
-
-Parsing goes through ``OnnxParser.parse_from_file`` (not ``parse(bytes)``) so that models
-with ONNX external data, whose tensors live in files next to the model, load; it is also
-the only way past protobuf's 2 GB limit. Every failure a user can cause (wrong path,
-corrupt file, an operator the flavour cannot build, a profile that does not fit the
-inputs) becomes a one-line :class:`TrtcasError` naming the file, the node and what to do.
+"""A TensorRT network with what keeps it alive (``ParsedNetwork``), and optimization
+profiles checked against its inputs.
 """
+
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.backend import Backend, tidy_message
+from trtcas.rules.messages import last_error
+from trtcas.rules.trt.backend import Backend
 
 Shape = tuple[int, ...]
 
@@ -56,77 +51,6 @@ class ParsedNetwork:
         return tuple(
             NetworkInput(t.name, tuple(int(d) for d in t.shape), str(t.dtype).rsplit(".", 1)[-1].lower())
             for t in (net.get_input(i) for i in range(net.num_inputs)))
-
-
-def parse_onnx(backend: Backend, onnx_path: str | os.PathLike, log_severity: str = "info") -> ParsedNetwork:
-    """Parse an ONNX file into a network for ``backend``; raise one clear line on failure."""
-    path = Path(onnx_path)
-    _check_readable(path)
-    trt = backend.trt
-    logger = backend.logger(log_severity)
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise TrtcasError(f"{backend.flavour} {backend.version} could not create a builder: "
-                          f"{_last(logger.errors()) or 'no reason logged'}")
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
-        raise TrtcasError(_parser_failure(backend, path, parser))
-    if network.num_outputs == 0:
-        # The parser accepts bytes that decode to an empty protobuf (garbage, an empty file)
-        raise TrtcasError(f"{path} is not a valid ONNX model ({_onnx_decode_problem(path)}); "
-                          "re-export it or point the target at the right file")
-    return ParsedNetwork(backend=backend, source=str(path), parser=parser, network=network,
-                         builder=builder, logger=logger)
-
-
-def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise TrtcasError(f"ONNX model not found: {path}; check the path in the target")
-    if not path.is_file():
-        raise TrtcasError(f"ONNX model path {path} is not a regular file; point the target at the .onnx file")
-    try:
-        with path.open("rb") as fh:
-            first = fh.read(1)
-    except OSError as exc:
-        raise TrtcasError(f"cannot read ONNX model {path}: {exc.strerror or exc}; fix its permissions") from None
-    if not first:
-        raise TrtcasError(f"ONNX model {path} is empty (0 bytes); re-export it")
-
-
-def _parser_failure(backend: Backend, path: Path, parser: Any) -> str:
-    """The first parser error as one line: file, node (name and op), description, hint."""
-    err = parser.get_error(0)
-    where = ""
-    if err.node() >= 0 or err.node_name():
-        where = f" at node {err.node_name() or '#' + str(err.node())!r} (op {err.node_operator() or '?'})"
-    desc = tidy_message(err.desc())
-    more = f" (+{parser.num_errors - 1} more errors)" if parser.num_errors > 1 else ""
-    if "Failed to import initializer" in desc:
-        hint = "if the model keeps its weights in external data files, put them next to it"
-    elif "Plugin not found" in desc or str(err.code()).endswith("UNSUPPORTED_NODE"):
-        hint = (f"operator {err.node_operator() or '?'} is not supported by {backend.flavour} {backend.version}; "
-                "replace it in the export or provide a plugin")
-    else:
-        hint = "fix the model (e.g. re-export it) and rebuild"
-    return f"cannot parse ONNX model {path}{where}: {desc}{more}; {hint}"
-
-
-def _onnx_decode_problem(path: Path) -> str:
-    """Why the onnx package rejects the file; only called on the failure path."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 (any decode failure is the answer we want)
-        return tidy_message(f"{type(exc).__name__}: {exc}")
-    if not model.graph.output:
-        return "it has no graph outputs"
-    return "TensorRT found no outputs in it"
-
-
-def _last(lines: Sequence[str]) -> str:
-    return tidy_message(lines[-1].removeprefix("[E] ").removeprefix("[F] ")) if lines else ""
 
 
 # -- optimization profiles -------------------------------------------------------------
@@ -232,4 +156,4 @@ def apply_profiles(parsed: ParsedNetwork, config: Any, profiles: Sequence[Profil
             opt_profile.set_shape(name, rng.min, rng.opt, rng.max)
         if config.add_optimization_profile(opt_profile) < 0:
             raise TrtcasError(f"{parsed.backend.flavour} rejected optimization profile {index} for "
-                              f"{parsed.source}: {_last(parsed.logger.errors()) or 'no reason logged'}")
+                              f"{parsed.source}: {last_error(parsed.logger.errors()) or 'no reason logged'}")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from trtcas.errors import TrtcasError
-from trtcas.graph.rule import Rule, register_rule
+from trtcas.graph.rule import RULES, Rule
 
 
 def note_run(ctx):
@@ -46,7 +46,15 @@ def _fail(ctx):
     return {"out": b"fine"}
 
 
-register_rule(Rule("test.read", 1, _read, cosmetic_params=frozenset({"label", "sleep"}), param_defaults={"repeat": 1}))
-register_rule(Rule("test.upper", 1, _upper, fingerprint_fields=("python",)))
-register_rule(Rule("test.concat", 1, _concat, fingerprint_fields=("tensorrt_rtx_version",)))
-register_rule(Rule("test.fail", 1, _fail))
+TEST_RULES = (
+    Rule("test.read", 1, _read, cosmetic_params=frozenset({"label", "sleep"}), param_defaults={"repeat": 1}),
+    Rule("test.upper", 1, _upper, fingerprint_fields=("python",)),
+    Rule("test.concat", 1, _concat, fingerprint_fields=("tensorrt_rtx_version",)),
+    Rule("test.fail", 1, _fail),
+)
+
+
+def register() -> None:
+    """Make the test.* rules known (tests register their rules; the package ships none)."""
+    for rule in TEST_RULES:
+        RULES.register(rule.name, rule)

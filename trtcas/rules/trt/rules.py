@@ -4,9 +4,9 @@
     trt.engine   structure + io (+ weights)  -> plan, names          (builds from the source, unkeyed)
     trt.refit    plan + names + weights      -> refitted plan
 
-A network source is either an ONNX file (``params.source = "onnx"``, input ``onnx``) or a
-TensorRT-LLM checkpoint rank (``"trtllm"``, inputs ``source_weights``, a manifest of the
-rank's tensors, and ``source_config``), written with TensorRT's native layers.
+Where the network comes from is the source named by ``params.source`` (``trt.sources``): an
+ONNX file (``"onnx"``, input ``onnx``) or a TensorRT-LLM checkpoint rank (``"trtllm"``, inputs
+``source_weights``, a manifest of the rank's tensors, and ``source_config``).
 
 Why the split keys soundly:
 - ``structure`` is the canonical ONNX without weight values; its digest is the structural
@@ -29,10 +29,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from trtcas.cas.digest import Digest, TensorManifest
+from trtcas.cas.digest import Digest
+from trtcas.cas.manifest import TensorManifest
 from trtcas.errors import TrtcasError
-from trtcas.graph.rule import Rule, register_rule
-from trtcas.rules.tensors import load_tensors
+from trtcas.graph.rule import Rule
+from trtcas.rules.formats.tensors import load_tensors
+from trtcas.rules.trt.sharing import rank_sharing_lines
+from trtcas.rules.trt.sources import load_network
 
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "FLOAT", "HALF", "BF16", "F32", "F16", "float64", "FP8", "float8_e4m3fn"}
 
@@ -57,39 +60,16 @@ def plan_shaping(manifest: TensorManifest) -> TensorManifest:
     return TensorManifest.of(e for e in manifest.entries if e.dtype not in FLOAT_DTYPES)
 
 
-def _profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple]]:
-    from trtcas.rules.network import Profile
-
-    return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
-
-
-def load_network(ctx, toolchain):
-    """(network holder, source ONNX model or None, profiles by input name) for this action."""
-    if ctx.params.get("source", "onnx") == "onnx":
-        import onnx
-
-        from trtcas.rules.network import parse_onnx
-
-        path = ctx.input_path("onnx")
-        return parse_onnx(toolchain.backend, path), onnx.load(str(path)), _profiles_by_name(ctx.params.get("profiles", []))
-    from trtcas.rules.llm_network import build_decoder_network
-
-    weights = load_tensors(ctx.store.blobs, TensorManifest.from_bytes(ctx.input_bytes("source_weights")))
-    decoder = build_decoder_network(
-        toolchain.backend, json.loads(ctx.input_bytes("source_config")), int(ctx.params["rank"]), weights,
-        int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),
-    )
-    return decoder, None, _profiles_by_name([p.canonical() for p in decoder.profiles])
-
-
 # ---- trt.network -------------------------------------------------------------------------
 def run_network(ctx) -> dict[str, Any]:
     from trtcas.rules.canonical import canonicalize_network, serialize
-    from trtcas.rules.toolchain import load_toolchain
+    from trtcas.rules.trt.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed, source, profiles = load_network(ctx, toolchain)
-    canon = canonicalize_network(toolchain.backend.trt, parsed.network, profiles, onnx_model=source, algo=ctx.store.algo)
+    loaded = load_network(ctx, toolchain)
+    parsed = loaded.parsed
+    canon = canonicalize_network(toolchain.backend.trt, parsed.network, loaded.profiles,
+                                 onnx_model=loaded.onnx_model, algo=ctx.algo)
     for entry in canon.weights.entries:
         value = canon.weight_values.get(entry.name)  # None for empty weights (e.g. an unused scale power)
         stored = ctx.put_bytes(b"" if value is None else np.ascontiguousarray(value).tobytes())
@@ -112,19 +92,18 @@ def run_network(ctx) -> dict[str, Any]:
 
 # ---- trt.engine --------------------------------------------------------------------------
 def engine_spec(params: Mapping[str, Any]):
-    from trtcas.rules.engine import EngineSpec
+    from trtcas.rules.trt.engine import EngineSpec
 
     return EngineSpec(**params["spec"])
 
 
 def run_engine(ctx) -> dict[str, Any]:
-    from trtcas.rules.toolchain import load_toolchain
-
-    from trtcas.rules.llm_network import build_decoder_engine
+    from trtcas.rules.trt.diagnose import build_with_diagnosis
+    from trtcas.rules.trt.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed, _, _ = load_network(ctx, toolchain)
-    plan = build_decoder_engine(  # plain build_plan, plus naming the layer to blame on failure
+    parsed = load_network(ctx, toolchain).parsed
+    plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
         toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
     )
     if plan.effective_config != ctx.params["effective_config"]:
@@ -135,7 +114,7 @@ def run_engine(ctx) -> dict[str, Any]:
     return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
 
 
-def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], store) -> list[str]:
+def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], blobs) -> list[str]:
     """When the structural digest changed, say which layers/attributes/shapes differ."""
     import onnx
 
@@ -145,7 +124,7 @@ def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], store) -> lis
     if not before or not after or before == after:
         return []
     try:
-        models = [onnx.load_from_string(store.blobs.get_bytes(Digest.parse(d))) for d in (before, after)]
+        models = [onnx.load_from_string(blobs.get_bytes(Digest.parse(d))) for d in (before, after)]
     except Exception as exc:
         return [f"(network diff unavailable: {exc})"]
     return ["network: " + line for line in diff_canonical(*models)]
@@ -153,12 +132,12 @@ def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], store) -> lis
 
 # ---- trt.refit ---------------------------------------------------------------------------
 def run_refit(ctx) -> dict[str, Any]:
-    from trtcas.rules.toolchain import load_toolchain
+    from trtcas.rules.trt.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
     names = json.loads(ctx.input_bytes("names"))
     manifest = TensorManifest.from_bytes(ctx.input_bytes("weights"))
-    by_structure = load_tensors(ctx.store.blobs, manifest)
+    by_structure = load_tensors(ctx, manifest)
     unnamed = sorted(set(by_structure) - set(names))
     refittable = {names[role]: array for role, array in by_structure.items() if role in names}
     ctx.log(f"refitting {len(refittable)} weights ({len(unnamed)} without a TensorRT name are part of the plan)")
@@ -171,22 +150,22 @@ def run_select_shaping(ctx) -> dict[str, Any]:
     return {"weights": plan_shaping(TensorManifest.from_bytes(ctx.input_bytes("weights"))).to_bytes()}
 
 
-NETWORK_RULE = register_rule(Rule(
+NETWORK_RULE = Rule(
     "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields,
     doc="ONNX file or TensorRT-LLM rank -> canonical network (structural digest) and per-tensor weights",
-))
-ENGINE_RULE = register_rule(Rule(
+)
+ENGINE_RULE = Rule(
     "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
     unkeyed_inputs=frozenset({"onnx", "refit_names", "source_weights", "source_config"}),
     cosmetic_params=frozenset({"rank"}),  # the rank lives in the weights; equal structure may share
-    explain=explain_engine, explain_sharing=True,
+    explain=explain_engine, explain_sharing=rank_sharing_lines,
     doc="canonical network + builder config -> engine plan",
-))
-REFIT_RULE = register_rule(Rule(
+)
+REFIT_RULE = Rule(
     "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields,
     doc="engine plan + one rank's weights -> refitted plan",
-))
-SHAPING_RULE = register_rule(Rule(
+)
+SHAPING_RULE = Rule(
     "trt.plan_shaping_weights", 1, run_select_shaping,
     doc="weights manifest -> the subset (integer/bool constants) that shapes an engine plan",
-))
+)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend, tidy_message
-from trtcas.rules.network import ParsedNetwork, Profile, apply_profiles
+from trtcas.rules.messages import require, tidy_message
+from trtcas.rules.trt.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend
+from trtcas.rules.trt.network import ParsedNetwork, Profile, apply_profiles
 
 PRECISIONS = ("fp32",) + tuple(PRECISION_FLAGS)
 REFIT_CHOICES = ("auto", "yes", "no")
@@ -62,25 +63,25 @@ class EngineSpec:
     exclude_lean_runtime: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.precision in PRECISIONS,
+        require(self.precision in PRECISIONS,
                  f"unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
-        _require(isinstance(self.optimization_level, int) and not isinstance(self.optimization_level, bool)
+        require(isinstance(self.optimization_level, int) and not isinstance(self.optimization_level, bool)
                  and self.optimization_level in OPTIMIZATION_LEVELS,
                  f"optimization_level {self.optimization_level!r} is out of range; use an integer from 0 to 5")
-        _require(self.refit in REFIT_CHOICES, f"unknown refit choice {self.refit!r}; use auto, yes or no")
-        _require(not (self.strip_weights and self.refit == "no"),
+        require(self.refit in REFIT_CHOICES, f"unknown refit choice {self.refit!r}; use auto, yes or no")
+        require(not (self.strip_weights and self.refit == "no"),
                  "strip_weights = true needs a refittable engine but refit = \"no\"; set refit to auto or yes")
-        _require(self.hardware_compatibility in HARDWARE_COMPATIBILITY,
+        require(self.hardware_compatibility in HARDWARE_COMPATIBILITY,
                  f"unknown hardware_compatibility {self.hardware_compatibility!r}; "
                  f"use one of: {', '.join(HARDWARE_COMPATIBILITY)}")
-        _require(not (self.exclude_lean_runtime and not self.version_compatible),
+        require(not (self.exclude_lean_runtime and not self.version_compatible),
                  "exclude_lean_runtime = true only applies to version_compatible engines; set both or neither")
         object.__setattr__(self, "targets", _normal_targets(self.targets))
         object.__setattr__(self, "profiles", tuple(p if isinstance(p, Profile) else Profile(p)
                                                    for p in self.profiles))
         object.__setattr__(self, "memory_pool_limits", _normal_pools(self.memory_pool_limits))
         if self.tactic_sources is not None:
-            _require(not isinstance(self.tactic_sources, str),
+            require(not isinstance(self.tactic_sources, str),
                      f"tactic_sources must be a list of names, got {self.tactic_sources!r}")
             object.__setattr__(self, "tactic_sources", tuple(sorted({s.lower() for s in self.tactic_sources})))
 
@@ -103,7 +104,7 @@ def validate_spec(spec: EngineSpec, backend: Backend) -> None:
         raise TrtcasError(f"{who} builds only for the GPU it runs on and takes no targets; remove "
                           f"engine.targets ({', '.join(spec.targets)}) or use a backend with AOT targets")
     for target in spec.targets:
-        _require(target in caps.aot_targets,
+        require(target in caps.aot_targets,
                  f"target {target!r} is not available in {who}; choose from: {', '.join(caps.aot_targets)}")
     if spec.precision != "fp32" and spec.precision not in caps.precision_flags:
         why = ("its networks are strongly typed, so the ONNX tensor types decide: export the model in "
@@ -111,16 +112,16 @@ def validate_spec(spec: EngineSpec, backend: Backend) -> None:
             "choose another precision"
         raise TrtcasError(f"precision {spec.precision!r} is not a builder flag in {who}; {why}")
     for pool, _ in spec.memory_pool_limits:
-        _require(pool in caps.memory_pools,
+        require(pool in caps.memory_pools,
                  f"memory pool {pool!r} does not exist in {who}; use one of: {', '.join(caps.memory_pools)}")
     for source in spec.tactic_sources or ():
-        _require(source in caps.tactic_sources, f"tactic source {source!r} does not exist in {who}; "
+        require(source in caps.tactic_sources, f"tactic source {source!r} does not exist in {who}; "
                                                 f"use some of: {', '.join(caps.tactic_sources) or 'none'}")
     if spec.hardware_compatibility != "none":
-        _require(spec.hardware_compatibility in caps.hardware_compatibility_levels,
+        require(spec.hardware_compatibility in caps.hardware_compatibility_levels,
                  f"hardware_compatibility {spec.hardware_compatibility!r} is not supported by {who}; "
                  "set it to \"none\" (name targets instead where the backend has them)")
-    _require(not spec.version_compatible or caps.version_compatible,
+    require(not spec.version_compatible or caps.version_compatible,
              f"version_compatible engines are not supported by {who}; set version_compatible = false")
 
 
@@ -290,9 +291,6 @@ def _build_failure(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, re
 # -- small checks ------------------------------------------------------------------------
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise TrtcasError(message)
 
 
 def _check_refittable_arg(spec: EngineSpec, refittable: bool) -> None:
@@ -305,11 +303,11 @@ def _check_refittable_arg(spec: EngineSpec, refittable: bool) -> None:
 
 def _normal_targets(targets: Any) -> tuple[str, ...]:
     """``["SM86", "sm80", "sm86"]`` -> ``("sm80", "sm86")``: order and case never matter."""
-    _require(not isinstance(targets, str), f"targets must be a list like [\"sm86\"], got {targets!r}")
+    require(not isinstance(targets, str), f"targets must be a list like [\"sm86\"], got {targets!r}")
     normal = set()
     for target in targets:
         t = str(target).strip().lower()
-        _require(t.startswith("sm") and t[2:].isdigit(),
+        require(t.startswith("sm") and t[2:].isdigit(),
                  f"target {target!r} is not a compute capability name; write it like \"sm86\"")
         normal.add(t)
     return tuple(sorted(normal, key=lambda t: int(t[2:])))
@@ -320,8 +318,8 @@ def _normal_pools(pools: Any) -> tuple[tuple[str, int], ...]:
     normal = {}
     for name, limit in items:
         key = str(name).lower()
-        _require(key in MEMORY_POOLS, f"unknown memory pool {name!r}; use one of: {', '.join(MEMORY_POOLS)}")
-        _require(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0,
+        require(key in MEMORY_POOLS, f"unknown memory pool {name!r}; use one of: {', '.join(MEMORY_POOLS)}")
+        require(isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0,
                  f"memory pool {key} limit must be a non-negative number of bytes, got {limit!r}")
         normal[key] = int(limit)
     return tuple(sorted(normal.items()))

@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
-from trtcas.graph.dag import PlannedTarget, Planner, register_planner
-from trtcas.rules.engine_actions import engine_actions, engine_settings, spec_params
+from trtcas.graph.dag import PlannedTarget, Planner
+from trtcas.rules.trt.engine_actions import engine_actions, engine_settings, spec_params
+
 
 def external_data_files(onnx_path: Path) -> list[str]:
     """Names of the external-data files an ONNX model refers to (relative to it)."""
@@ -56,4 +57,4 @@ def plan_onnx(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     return PlannedTarget(tuple(actions), () if settings.refittable else (settings.why,))
 
 
-register_planner(Planner("onnx", lambda c: isinstance(c.get("model"), dict) and "onnx" in c["model"], plan_onnx))
+PLANNER = Planner("onnx", lambda c: isinstance(c.get("model"), dict) and "onnx" in c["model"], plan_onnx)

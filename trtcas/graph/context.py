@@ -1,0 +1,120 @@
+"""Running a rule: the ``RunContext`` it sees, and storing what it returns.
+
+A rule touches the world only through its context: its inputs (by name), blobs by digest
+(read, verified), and putting bytes or files into the store. It never sees the store
+itself, so a rule runs the same in this process and on a build-farm worker whose store is
+its own local cache in front of the team's remote.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping
+
+from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.content_store import ContentStore
+from trtcas.cas.digest import Digest
+from trtcas.cas.tree import source_digest
+from trtcas.errors import TrtcasError
+from trtcas.graph.action import Action, ActionKey
+from trtcas.graph.rule import RuleRegistry
+
+
+class ActionFailed(TrtcasError):
+    """A rule raised; the message names the action."""
+
+
+class StoreRunContext:
+    """The RunContext (see graph.rule.RunContext) of a rule running against a local store."""
+
+    def __init__(self, action: Action, store: ContentStore, sources: Mapping[str, Path],
+                 digests: Mapping[str, Digest], scratch: Path):
+        self.action_id = action.id
+        self.params = action.params
+        self.scratch = scratch
+        self.algo = store.algo
+        self._store = store
+        self._sources = sources
+        self._digests = digests
+        self.lines: list[str] = []
+
+    def input_digest(self, name: str) -> Digest:
+        return self._digests[name]
+
+    def input_path(self, name: str) -> Path:
+        if name in self._sources:
+            return self._sources[name]
+        path = self.scratch / "inputs" / name
+        if not path.exists():
+            self._store.blobs.materialize(self._digests[name], path)
+        return path
+
+    def input_bytes(self, name: str) -> bytes:
+        if name in self._sources:
+            return self._sources[name].read_bytes()
+        return self._store.blobs.get_bytes(self._digests[name])
+
+    def get_bytes(self, digest: Digest) -> bytes:
+        return self._store.blobs.get_bytes(digest)
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        return self._store.blobs.open(digest)
+
+    def put_bytes(self, data: bytes) -> Digest:
+        return self._store.blobs.put_bytes(data)
+
+    def put_file(self, path: Path) -> Digest:
+        return self._store.blobs.put_file(path)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest], sources: Mapping[str, Path],
+                   store: ContentStore, registry: RuleRegistry) -> ActionResult:
+    """Run ``action``'s rule against ``store``; store its outputs and log; return the result
+    (not yet recorded in the action cache: the caller does that under the key lock)."""
+    rule = registry.get(action.rule)
+    store.layout.tmp_root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.layout.tmp_root))
+    context = StoreRunContext(action, store, sources, digests, scratch)
+    start = time.perf_counter()
+    try:
+        try:
+            produced = rule.run(context)
+        except TrtcasError as exc:
+            raise ActionFailed(str(exc)) from exc
+        outputs = {name: _store_output(store, value) for name, value in produced.items()}
+        _check_sources_unchanged(store, sources, digests)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log_digest = store.blobs.put_bytes("\n".join(context.lines).encode()) if context.lines else None
+    metadata = {"action_id": action.id, "rule": rule.name, "rule_version": rule.version}
+    return ActionResult(
+        outputs=outputs, duration_s=time.perf_counter() - start,
+        fingerprint=key.components.get("env", {}), log=log_digest, metadata=metadata,
+    )
+
+
+def _store_output(store: ContentStore, value: Any) -> Digest:
+    if isinstance(value, Digest):
+        if not store.blobs.has(value):
+            raise ActionFailed(f"rule returned {value} but never stored it")
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return store.blobs.put_bytes(bytes(value))
+    if isinstance(value, Path):
+        return store.blobs.put_file(value)
+    raise ActionFailed(f"rule returned an output of type {type(value).__name__}; expected bytes, Path or Digest")
+
+
+def _check_sources_unchanged(store: ContentStore, sources: Mapping[str, Path], digests: Mapping[str, Digest]) -> None:
+    """A source edited while the rule read it would make the output disagree with its key."""
+    for name, path in sources.items():
+        if source_digest(path, store.statcache, store.algo) != digests[name]:
+            raise ActionFailed(f"input {path} changed while the action ran; nothing was cached, build again")
+
+

@@ -1,0 +1,1 @@
+"""File formats trtcas reads and writes for rules (safetensors), and tensors in the CAS."""

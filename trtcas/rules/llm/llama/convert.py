@@ -1,0 +1,266 @@
+"""LLAMACONVERTDOC"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
+from trtcas.rules.llm.convert import (
+    ConvertStep,
+    RankPosition,
+    _heads,
+    _padded_vocab,
+    cast_to,
+    kv_heads_of_rank,
+    quantize_int8_per_channel,
+    rank_position,
+)
+from trtcas.rules.llm.hf import HFCheckpoint, _read
+from trtcas.rules.llm.llama.config import LlamaGeometry
+from trtcas.rules.llm.spec import (
+    _CODE_OF_TARGET,
+    ConvertError,
+    ConvertSpec,
+)
+
+_REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                     "vocab_size", "rms_norm_eps", "max_position_embeddings")
+
+
+# --------------------------------------------------------------------------- the HF side
+
+
+def check_hf_config(config: Mapping, path: Path) -> None:
+    """Check a HF Llama config up front, so a wrong or foreign one fails in one line before
+    any tensor is read."""
+    for key in _REQUIRED_HF_KEYS:
+        if key not in config:
+            raise ConvertError(f"{path}: HF config lacks {key!r}, which a LlamaForCausalLM config needs")
+    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
+                "max_position_embeddings", "num_key_value_heads", "head_dim"):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConvertError(f"{path}: HF config {key!r} must be a positive integer, got {value!r}")
+    if config.get("hidden_act", "silu") != "silu":
+        raise ConvertError(f"{path}: hidden_act {config['hidden_act']!r} is not silu; Llama's gated MLP needs silu")
+    for key in ("attention_bias", "mlp_bias"):
+        if config.get(key):
+            raise ConvertError(f"{path}: {key} is true; biases are not converted")
+
+
+def geometry(hf_config: Mapping, spec: ConvertSpec) -> LlamaGeometry:
+    """The model's one geometry (``config.LlamaGeometry``), as the converted checkpoint will
+    describe it; the splits are checked first, with the messages a converter user needs."""
+    check_parallelism(hf_config, spec)
+    return LlamaGeometry.from_config(trtllm_config(hf_config, spec, checked=True), pipeline_ok=True)
+
+
+def check_parallelism(hf_config: Mapping, spec: ConvertSpec) -> None:
+    """Refuse splits TensorRT-LLM cannot make, before any tensor is read.
+
+    Heads and the MLP are split in equal whole parts; KV heads are split when tp divides
+    them and replicated when they divide tp (``dup_kv_weight``); anything else has no TRT-LLM
+    layout.
+    """
+    g, tp = _HFSizes.of(hf_config), spec.tp
+    if g.heads % g.kv_heads:
+        raise ConvertError(f"num_attention_heads={g.heads} is not a multiple of num_key_value_heads={g.kv_heads}")
+    if g.heads % tp:
+        raise ConvertError(f"tp={tp} does not divide num_attention_heads={g.heads}")
+    if g.kv_heads % tp and tp % g.kv_heads:
+        raise ConvertError(
+            f"tp={tp} neither divides num_key_value_heads={g.kv_heads} nor is a multiple of it; "
+            "TensorRT-LLM can only split or replicate whole KV heads"
+        )
+    if g.intermediate % tp:
+        raise ConvertError(f"tp={tp} does not divide intermediate_size={g.intermediate}")
+    if spec.vocab_parallel and g.vocab % tp:
+        raise ConvertError(f"tp={tp} does not divide vocab_size={g.vocab}; convert without vocab_parallel")
+    if g.layers % spec.pp:
+        raise ConvertError(f"pp={spec.pp} does not divide num_hidden_layers={g.layers}")
+
+
+def _linear_outputs(prefix: str, out_rows: int, in_cols: int, spec: ConvertSpec) -> tuple[TensorSlot, ...]:
+    target = _CODE_OF_TARGET[spec.dtype]
+    if spec.quantization == "W8A16":
+        return (TensorSlot(f"{prefix}.weight", "I8", (in_cols, out_rows)),
+                TensorSlot(f"{prefix}.per_channel_scale", target, (out_rows,)))
+    return (TensorSlot(f"{prefix}.weight", target, (out_rows, in_cols)),)
+
+
+def _layer_steps(g: LlamaGeometry, spec: ConvertSpec, hf_layer: int, local_layer: int) -> list[ConvertStep]:
+    hf, out = f"model.layers.{hf_layer}", f"transformer.layers.{local_layer}"
+    tp, target = spec.tp, _CODE_OF_TARGET[spec.dtype]
+    q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
+    qkv_local = (g.heads // tp + 2 * len(kv_heads_of_rank(g.kv_heads, tp, 0))) * g.head_size
+    norm = (g.hidden,)
+    return [
+        ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
+                    (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
+        ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
+                    ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
+                    _linear_outputs(f"{out}.attention.qkv", qkv_local, g.hidden, spec)),
+        ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
+                    _linear_outputs(f"{out}.attention.dense", g.hidden, q_rows // tp, spec)),
+        ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
+                    (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
+        ConvertStep("column", (f"{hf}.mlp.gate_proj.weight",), ((g.intermediate, g.hidden),),
+                    _linear_outputs(f"{out}.mlp.fc", g.intermediate // tp, g.hidden, spec)),
+        ConvertStep("column", (f"{hf}.mlp.up_proj.weight",), ((g.intermediate, g.hidden),),
+                    _linear_outputs(f"{out}.mlp.gate", g.intermediate // tp, g.hidden, spec)),
+        ConvertStep("row", (f"{hf}.mlp.down_proj.weight",), ((g.hidden, g.intermediate),),
+                    _linear_outputs(f"{out}.mlp.proj", g.hidden, g.intermediate // tp, spec)),
+    ]
+
+
+def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
+    """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor.
+
+    With ``tie_word_embeddings`` the lm_head is read from ``embed_tokens`` whether or not the
+    file also has an ``lm_head.weight``, as transformers ties them on load.
+    """
+    g = geometry(hf_config, spec)
+    pos = rank_position(g, spec, rank)
+    target = _CODE_OF_TARGET[spec.dtype]
+    table = (g.vocab, g.hidden)
+    steps: list[ConvertStep] = []
+    if pos.first_stage:
+        rows = g.vocab // spec.tp if spec.vocab_parallel else g.vocab
+        steps.append(ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
+                                 (TensorSlot("transformer.vocab_embedding.weight", target, (rows, g.hidden)),)))
+    for local, hf_layer in enumerate(pos.layers):
+        steps.extend(_layer_steps(g, spec, hf_layer, local))
+    if pos.last_stage:
+        steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
+                                 (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
+        head_source = "model.embed_tokens.weight" if g.tied else "lm_head.weight"
+        head_rows = _padded_vocab(g.vocab, spec.tp) // spec.tp
+        steps.append(ConvertStep("lm_head", (head_source,), (table,),
+                                 (TensorSlot("lm_head.weight", target, (head_rows, g.hidden)),)))
+    return tuple(steps)
+
+
+def _fused_qkv(ckpt: HFCheckpoint, g: LlamaGeometry, spec: ConvertSpec, tp_rank: int,
+               step: ConvertStep) -> np.ndarray:
+    """``[q_r; k_r; v_r]``: this rank's query heads, then its (possibly replicated) KV heads."""
+    (q_name, k_name, v_name), (q_shape, k_shape, v_shape) = step.sources, step.source_shapes
+    per_rank = g.heads // spec.tp
+    q_rows = _heads(range(tp_rank * per_rank, (tp_rank + 1) * per_rank), g.head_size)
+    kv_rows = _heads(kv_heads_of_rank(g.kv_heads, spec.tp, tp_rank), g.head_size)
+    return np.concatenate([
+        _read(ckpt, q_name, q_shape, rows=q_rows),
+        _read(ckpt, k_name, k_shape, rows=kv_rows),
+        _read(ckpt, v_name, v_shape, rows=kv_rows),
+    ])
+
+
+def _lm_head(ckpt: HFCheckpoint, spec: ConvertSpec, tp_rank: int, step: ConvertStep) -> np.ndarray:
+    """This rank's rows of the vocabulary, zero rows past its end (``pad_vocab_size``)."""
+    (name,), ((vocab, hidden),) = step.sources, step.source_shapes
+    rows = _padded_vocab(vocab, spec.tp) // spec.tp
+    start = tp_rank * rows
+    values = _read(ckpt, name, (vocab, hidden), rows=slice(start, min(start + rows, vocab)))
+    missing = rows - values.shape[0]
+    return np.concatenate([values, np.zeros((missing, hidden), values.dtype)]) if missing else values
+
+
+def _step_values(ckpt: HFCheckpoint, g: LlamaGeometry, spec: ConvertSpec, pos: RankPosition,
+                 step: ConvertStep) -> np.ndarray:
+    """The values of a step's (unquantized) output in the HF dtype, read and split for this rank."""
+    tp, r = spec.tp, pos.tp_rank
+    (name, *_), (shape, *_) = step.sources, step.source_shapes
+    if step.op == "qkv":
+        return _fused_qkv(ckpt, g, spec, r, step)
+    if step.op == "lm_head":
+        return _lm_head(ckpt, spec, r, step)
+    if step.op == "replicate" or (step.op == "embedding" and not spec.vocab_parallel):
+        return _read(ckpt, name, shape)
+    if step.op in ("column", "embedding"):
+        size = shape[0] // tp
+        return _read(ckpt, name, shape, rows=slice(r * size, (r + 1) * size))
+    if step.op == "row":
+        size = shape[1] // tp
+        return _read(ckpt, name, shape, cols=slice(r * size, (r + 1) * size))
+    raise AssertionError(f"unknown step op {step.op!r}")
+
+
+def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: int,
+             step: ConvertStep) -> Iterator[tuple[str, np.ndarray]]:
+    """Run one planned step: its (name, array) outputs, checked against the plan."""
+    g = geometry(hf_config, spec)
+    pos = rank_position(g, spec, rank)
+    values = _step_values(ckpt, g, spec, pos, step)
+    if step.outputs[0].dtype == "I8":
+        arrays = quantize_int8_per_channel(values, spec.dtype)
+    else:
+        arrays = (cast_to(values, spec.dtype),)
+    for planned, array in zip(step.outputs, arrays, strict=True):
+        produced = TensorSlot(planned.name, CODE_OF_DTYPE[array.dtype], tuple(array.shape))
+        if produced != planned:
+            raise AssertionError(f"conversion produced {produced}, planned {planned}")
+        yield planned.name, array
+
+
+def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) -> dict:
+    """The checkpoint's ``config.json``: TRT-LLM's ``PretrainedConfig`` plus ``LLaMAConfig`` fields.
+
+    Field names and values follow ``LLaMAConfig.from_hugging_face`` (``rope_gpt_neox``,
+    ``rotary_base`` from ``rope_theta``, ``rotary_scaling`` from ``rope_scaling``, ``head_size``);
+    ``mapping`` carries only world/tp/pp sizes, which every TRT-LLM version's ``Mapping`` accepts.
+    """
+    if not checked:
+        check_parallelism(hf_config, spec)
+    g = _HFSizes.of(hf_config)
+    return {
+        "architecture": "LlamaForCausalLM",
+        "dtype": spec.dtype,
+        "logits_dtype": "float32",
+        "vocab_size": g.vocab,
+        "max_position_embeddings": hf_config["max_position_embeddings"],
+        "hidden_size": g.hidden,
+        "num_hidden_layers": g.layers,
+        "num_attention_heads": g.heads,
+        "num_key_value_heads": g.kv_heads,
+        "head_size": g.head_size,
+        "hidden_act": "silu",
+        "intermediate_size": g.intermediate,
+        "norm_epsilon": hf_config["rms_norm_eps"],
+        "position_embedding_type": "rope_gpt_neox",
+        "rotary_base": hf_config.get("rope_theta", 10000.0),
+        "rotary_scaling": hf_config.get("rope_scaling"),
+        "use_parallel_embedding": spec.vocab_parallel,
+        "embedding_sharding_dim": 0,
+        "tie_word_embeddings": g.tied,
+        "mlp_bias": False,
+        "attn_bias": False,
+        "disable_weight_only_quant_plugin": spec.quantization == "W8A16",
+        "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp},
+        "quantization": {"quant_algo": spec.quantization, "kv_cache_quant_algo": None},
+    }
+
+
+@dataclass(frozen=True)
+class _HFSizes:
+    """The sizes a HF config states, under trtcas's names (before any conversion choice)."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_size: int
+    layers: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def of(cls, config: Mapping) -> "_HFSizes":
+        heads = config["num_attention_heads"]
+        return cls(hidden=config["hidden_size"], intermediate=config["intermediate_size"], heads=heads,
+                   kv_heads=config.get("num_key_value_heads") or heads,
+                   head_size=config.get("head_dim") or config["hidden_size"] // heads,
+                   layers=config["num_hidden_layers"], vocab=config["vocab_size"],
+                   tied=bool(config.get("tie_word_embeddings", False)))

@@ -1,0 +1,237 @@
+"""A TensorRT-LLM checkpoint rank -> a TensorRT network made of TensorRT's own layers.
+
+The cache shares one engine build among tensor-parallel ranks whose networks are
+structurally identical, and refits it with each rank's weights. That only works if the
+rank lives in the weights alone, so the network built here is the same for every rank of
+a checkpoint: the same layers, attributes and shapes, with the rank's shard of every
+tensor entering as a constant named by its TensorRT-LLM weight name (so
+``Refitter.set_named_weights`` finds it on a GPU). The one per-rank value that is not a
+checkpoint tensor, the first vocabulary row of a vocab-parallel embedding, is a named
+constant too (:data:`VOCAB_START`), not an attribute. Whether two ranks really are
+identical is decided by their structural digests (``rules.canonical``), not assumed here.
+
+TensorRT-LLM's own network builder (``LLaMAForCausalLM`` + ``trtllm-build``) cannot be
+installed on these machines and its TensorRT backend left its main branch in 2026, so only
+the native path exists: ``IAttention``, ``IRotaryEmbeddingLayer``, ``IDistCollectiveLayer``
+and plain layers, which full TensorRT and TensorRT-RTX share.
+
+The network is the context (prefill) phase of a Llama decoder, without a KV cache:
+``input_ids [batch, seq] int32 -> logits [batch, seq, vocab]``. Choices and why:
+
+- RMSNorm is built from reduce/elementwise/unary layers in float32, not from
+  ``add_normalization``: ``INormalizationLayer`` computes ``(x - mean) / sqrt(var + eps)``
+  (LayerNorm) and has no RMS mode, and Llama's RMSNorm subtracts no mean. As in HF, the
+  normalized value is cast back to the model dtype before the weight multiplies it.
+- ``IAttention`` does not scale ``Q Kᵀ``: TensorRT requires Q to be multiplied by the
+  attention scale first, so Q is multiplied by ``1/sqrt(head_size)`` after RoPE.
+- Attention is marked decomposable by default: TensorRT has fused kernels only for some
+  head sizes and dtypes (the tiny test model's head size 8 has none, and the build fails
+  with "Attention operation was not supported by a dedicated kernel"); decomposable lets it
+  fall back to two matmuls and a softmax there and changes nothing where a fused kernel
+  exists. ``decomposable_attention=False`` makes such a build fail instead of run slowly.
+- The causal mask is ``UPPER_LEFT`` (``j <= i``); in prefill ``seq_q == seq_kv``, where it
+  equals ``LOWER_RIGHT``.
+- RoPE caches are ``[batch, seq, head_size/2]`` (no position ids), sliced at build/run time
+  from a ``[1, max_seq_len, head_size/2]`` table (``WRAP`` repeats row 0 over the batch),
+  because the layer requires the caches' batch to equal the input's.
+- With ``tp > 1`` the row-parallel outputs (attention dense, mlp proj, a vocab-parallel
+  embedding) are summed by an ``ALL_REDUCE`` collective over the group ``[0 .. tp-1]`` (the
+  same list on every rank). The lm_head is column-parallel; by default its logits are
+  all-gathered (as TensorRT-LLM's ``lm_head`` with ``gather_output=True``), so every rank
+  outputs ``[batch, seq, vocab]``; ``gather_logits=False`` leaves each rank its shard
+  ``[batch, seq, padded_vocab / tp]``.
+- Pipeline parallelism (``pp_size > 1``) is refused: a middle stage has no embedding and no
+  lm_head and exchanges hidden states, which this builder does not model.
+
+Building an engine from it goes through ``trt.diagnose.build_with_diagnosis``, which names
+the layer that failed.
+
+TensorRT is never imported here: the backend's module is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from trtcas.errors import TrtcasError
+from trtcas.rules.llm.llama.config import (
+    LlamaGeometry,
+    _check_weights,
+    expected_weights,
+    rotary_tables,
+)
+from trtcas.rules.messages import require
+from trtcas.rules.trt.backend import Backend
+from trtcas.rules.trt.layers import _TRT_DTYPE, LayerWriter
+from trtcas.rules.trt.network import ParsedNetwork, Profile
+
+INPUT_NAME = "input_ids"
+OUTPUT_NAME = "logits"
+# The first vocabulary row a vocab-parallel rank holds: a per-rank int32 constant [1, 1].
+VOCAB_START = "transformer.vocab_embedding.vocab_start"
+# --------------------------------------------------------------------------- the network holder
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class DecoderNetwork(ParsedNetwork):
+    """A rank's decoder network, usable wherever a :class:`ParsedNetwork` is (``parser`` is
+    None: the network was written, not parsed).
+
+    ``constants`` are all named constants by name: the checkpoint tensors
+    (``weight_names``) and the values derived from the config and rank (RoPE tables, scales,
+    :data:`VOCAB_START`, int64 shape pieces). TensorRT does not copy constant weights, so
+    holding them here keeps their memory alive as long as the network; those the engine
+    reports refittable are what a refit of this rank must supply.
+    ``profiles`` are the optimization profiles a build needs (empty for static shapes).
+    """
+
+    geometry: LlamaGeometry
+    rank: int
+    max_batch_size: int
+    max_seq_len: int
+    gather_logits: bool
+    profiles: tuple[Profile, ...]
+    constants: Mapping[str, np.ndarray] = field(repr=False)
+    weight_names: tuple[str, ...] = field(repr=False)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """``(batch, seq, vocab)``, or ``(batch, seq, padded_vocab / tp)`` for sharded logits;
+        ``-1`` for dims the profile decides."""
+        return tuple(int(d) for d in self.network.get_output(0).shape)
+
+
+def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any], rank: int,
+                          weights: Mapping[str, np.ndarray], max_batch_size: int, max_seq_len: int, *,
+                          dynamic_shapes: bool = False, gather_logits: bool = True,
+                          decomposable_attention: bool = True, log_severity: str = "info") -> DecoderNetwork:
+    """Write rank ``rank``'s prefill network from its weights (as :func:`read_rank_weights` gives).
+
+    Static shapes (default) fix ``input_ids`` to ``[max_batch_size, max_seq_len]``;
+    ``dynamic_shapes`` makes both dims ``-1`` and returns the profile ``[1, 1] ..
+    [max_batch_size, max_seq_len]`` (opt = max) in ``profiles``.
+    """
+    geometry = LlamaGeometry.from_config(checkpoint_config)
+    for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+               f"{name} must be a positive integer, got {value!r}")
+    require(isinstance(rank, int) and 0 <= rank < geometry.tp, f"rank {rank!r} is outside 0..{geometry.tp - 1}")
+    _check_weights(geometry, rank, weights)
+
+    trt = backend.trt
+    logger = backend.logger(log_severity)
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise TrtcasError(f"{backend.flavour} {backend.version} could not create a builder")
+    network = builder.create_network(0)
+    writer = LayerWriter(trt, network, geometry.dtype, decomposable_attention)
+    batch, seq = (-1, -1) if dynamic_shapes else (max_batch_size, max_seq_len)
+    ids = network.add_input(INPUT_NAME, trt.int32, (batch, seq))
+    logits = _decoder(writer, geometry, rank, weights, ids, max_seq_len, gather_logits)
+    logits.name = OUTPUT_NAME
+    network.mark_output(logits)
+
+    profiles = (Profile({INPUT_NAME: ((1, 1), (max_batch_size, max_seq_len), (max_batch_size, max_seq_len))}),) \
+        if dynamic_shapes else ()
+    return DecoderNetwork(
+        backend=backend, source=f"{checkpoint_config['architecture']} rank {rank} of tp={geometry.tp}",
+        parser=None, network=network, builder=builder, logger=logger, geometry=geometry, rank=rank,
+        max_batch_size=max_batch_size, max_seq_len=max_seq_len, gather_logits=gather_logits,
+        profiles=profiles, constants=dict(writer.constants), weight_names=tuple(expected_weights(geometry)))
+
+
+def _decoder(w: LayerWriter, g: LlamaGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any,
+             max_seq_len: int, gather_logits: bool) -> Any:
+    x = _embedding(w, g, rank, weights, ids)
+    cos_table, sin_table = rotary_tables(g, max_seq_len)
+    cache_size = w.shape_with(ids, (g.head_size // 2,), "rotary_embedding.cache_size")
+    cos, sin = (w.slice(w.constant(f"rotary_embedding.{part}", table), (0, 0, 0), cache_size,
+                        f"rotary_embedding.{part}_cache", wrap=True)
+                for part, table in (("cos", cos_table), ("sin", sin_table)))
+    for i in range(g.layers):
+        x = _decoder_layer(w, g, weights, f"transformer.layers.{i}", x, ids, cos, sin)
+    x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
+    logits = w.linear(x, "lm_head", weights)
+    if g.tp > 1 and gather_logits:
+        logits = _gather_logits(w, g, logits, ids)
+    if g.logits_dtype != g.dtype:
+        logits = w.cast(logits, getattr(w.trt.DataType, _TRT_DTYPE[g.logits_dtype]), "lm_head.to_logits_dtype")
+    return logits
+
+
+def _embedding(w: LayerWriter, g: LlamaGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any) -> Any:
+    """Gather rows of the table; a vocab-parallel rank looks up only its own rows (others
+    give zeros) and the ranks' rows are summed, TRT-LLM's parallel embedding. The rank's
+    first row is the constant :data:`VOCAB_START`, so the layers are the same on every rank."""
+    name = "transformer.vocab_embedding"
+    table = w.constant(f"{name}.weight", weights[f"{name}.weight"])
+    if not g.vocab_parallel:
+        return w.named(w.net.add_gather(table, ids, 0), f"{name}.gather")
+    rows = g.embedding_rows
+    start = w.constant(VOCAB_START, np.array([[rank * rows]], np.int32))
+    local = w.elementwise(ids, start, "SUB", f"{name}.local_ids")
+    floor = w.constant(f"{name}.first_row", np.zeros((1, 1), np.int32))
+    ceiling = w.constant(f"{name}.last_row", np.full((1, 1), rows - 1, np.int32))
+    clamped = w.elementwise(w.elementwise(local, floor, "MAX", f"{name}.clamp_low"), ceiling, "MIN",
+                            f"{name}.clamp_high")
+    inside = w.cast(w.elementwise(local, clamped, "EQUAL", f"{name}.owned"), w.trt_dtype, f"{name}.owned_mask")
+    rows_out = w.named(w.net.add_gather(table, clamped, 0), f"{name}.gather")
+    mask = w.shuffle(inside, f"{name}.owned_mask.expand", reshape=(0, 0, 1))
+    return w.collective(w.elementwise(rows_out, mask, "PROD", f"{name}.mask"), g.tp, f"{name}.all_reduce")
+
+
+def _decoder_layer(w: LayerWriter, g: LlamaGeometry, weights: Mapping[str, np.ndarray], p: str, x: Any, ids: Any,
+                   cos: Any, sin: Any) -> Any:
+    trt, d = w.trt, g.head_size
+    h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
+    qkv = w.linear(h, f"{p}.attention.qkv", weights)
+    heads = {"q": (0, g.heads_per_rank), "k": (g.heads_per_rank, g.kv_heads_per_rank),
+             "v": (g.heads_per_rank + g.kv_heads_per_rank, g.kv_heads_per_rank)}
+    split = {}
+    for part, (first, count) in heads.items():
+        size = w.shape_with(ids, (count * d,), f"{p}.attention.{part}_size")
+        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.attention.{part}")
+        split[part] = w.shuffle(flat, f"{p}.attention.{part}.heads", reshape=(0, 0, count, d),
+                                then_transpose=(0, 2, 1, 3))
+    rotated = {}
+    for part in ("q", "k"):
+        layer = w.net.add_rotary_embedding(split[part], cos, sin, False, 0)
+        rotated[part] = w.named(layer, f"{p}.attention.{part}.rotary")
+    q = w.elementwise(rotated["q"], w.scalar("attention.query_scale", 1.0 / math.sqrt(d), rank=4), "PROD",
+                      f"{p}.attention.q.scale")
+    attention = w.net.add_attention_v2(q, rotated["k"], split["v"], trt.AttentionNormalizationOp.SOFTMAX,
+                                       trt.CausalMaskKind.UPPER_LEFT)
+    attention.name = f"{p}.attention.core"
+    attention.decomposable = w.decomposable_attention
+    context = w.shuffle(attention.get_output(0), f"{p}.attention.context", transpose=(0, 2, 1, 3),
+                        reshape=(0, 0, g.heads_per_rank * d))
+    out = w.linear(context, f"{p}.attention.dense", weights)
+    if g.tp > 1:
+        out = w.collective(out, g.tp, f"{p}.attention.all_reduce")
+    x = w.elementwise(x, out, "SUM", f"{p}.attention.residual")
+
+    h = w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon)
+    fc = w.linear(h, f"{p}.mlp.fc", weights)  # HF gate_proj: the activation applies to it
+    up = w.linear(h, f"{p}.mlp.gate", weights)  # HF up_proj
+    sigmoid = w.named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid")
+    silu = w.elementwise(fc, sigmoid, "PROD", f"{p}.mlp.silu")
+    out = w.linear(w.elementwise(silu, up, "PROD", f"{p}.mlp.gated"), f"{p}.mlp.proj", weights)
+    if g.tp > 1:
+        out = w.collective(out, g.tp, f"{p}.mlp.all_reduce")
+    return w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
+
+
+def _gather_logits(w: LayerWriter, g: LlamaGeometry, logits: Any, ids: Any) -> Any:
+    """All-gather the vocabulary shards. The collective concatenates along dim 0, so the
+    vocabulary axis is moved first and back; the padding rows of a vocabulary tp does not
+    divide are cut off."""
+    moved = w.shuffle(logits, "lm_head.vocab_first", transpose=(2, 0, 1))
+    gathered = w.collective(moved, g.tp, "lm_head.all_gather", gather=True)
+    full = w.shuffle(gathered, "lm_head.vocab_last", transpose=(1, 2, 0))
+    if g.padded_vocab == g.vocab:
+        return full
+    return w.slice(full, (0, 0, 0), w.shape_with(ids, (g.vocab,), "lm_head.vocab_size"), "lm_head.unpad")

@@ -1,0 +1,24 @@
+"""The ``trtllm`` network source: one rank of a TensorRT-LLM checkpoint (its tensor manifest
+and config.json, as the convert or import action stored them), written with TensorRT's layers
+by the checkpoint's architecture."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trtcas.cas.manifest import TensorManifest
+from trtcas.rules.formats.tensors import load_tensors
+from trtcas.rules.llm.architectures import architecture
+from trtcas.rules.trt.sources import LoadedNetwork, profiles_by_name
+
+
+def load_checkpoint_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
+    manifest = TensorManifest.from_bytes(ctx.input_bytes("source_weights"))
+    config = json.loads(ctx.input_bytes("source_config"))
+    arch = architecture(config.get("architecture"), "the TensorRT-LLM checkpoint config")
+    network = arch.build_network(
+        toolchain.backend, config, int(ctx.params["rank"]), load_tensors(ctx, manifest),
+        int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),
+    )
+    return LoadedNetwork(network, None, profiles_by_name([p.canonical() for p in network.profiles]))

@@ -1,0 +1,1 @@
+"""ONNX targets: ``[model] onnx = "..."`` -> a parsed TensorRT network -> engines."""

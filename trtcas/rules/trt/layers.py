@@ -1,0 +1,122 @@
+"""Writing TensorRT layers: the helper every network writer shares (as TensorRT-LLM's
+``layers/``): named layers, constants kept alive and shared by name, linear, RMSNorm,
+collectives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from trtcas.rules.formats.safetensors import numpy_dtype
+
+_TRT_DTYPE = {"float16": "HALF", "bfloat16": "BF16", "float32": "FLOAT"}
+class LayerWriter:
+    """Adds layers to one network: names every layer, keeps every constant's array alive,
+    and shares derived constants by name. Stateful, hence a class."""
+
+    def __init__(self, trt: Any, network: Any, dtype: str, decomposable_attention: bool = True):
+        self.trt, self.net, self.dtype = trt, network, dtype
+        self.decomposable_attention = decomposable_attention
+        self.trt_dtype = getattr(trt.DataType, _TRT_DTYPE[dtype])
+        self.constants: dict[str, np.ndarray] = {}
+        self._tensors: dict[str, Any] = {}
+
+    def named(self, layer: Any, name: str) -> Any:
+        """Name ``layer`` (names are the same on every rank) and return its output."""
+        layer.name = name
+        return layer.get_output(0)
+
+    def constant(self, name: str, array: np.ndarray) -> Any:
+        """A constant named ``name`` (its weights' refit name); one layer per name."""
+        if name in self._tensors:
+            return self._tensors[name]
+        array = np.ascontiguousarray(array)
+        self.constants[name] = array
+        if array.dtype.name == "bfloat16":  # numpy has no bfloat16: pass it by pointer
+            weights = self.trt.Weights(self.trt.DataType.BF16, array.ctypes.data, array.size)
+        else:
+            weights = self.trt.Weights(array)
+        tensor = self.named(self.net.add_constant(array.shape, weights), name)
+        self._tensors[name] = tensor
+        return tensor
+
+    def scalar(self, name: str, value: float, dtype: str | None = None, rank: int = 3) -> Any:
+        """A broadcastable ``[1]*rank`` constant (TensorRT's elementwise needs equal ranks)."""
+        return self.constant(name, np.full((1,) * rank, value, numpy_dtype(dtype or self.dtype)))
+
+    def shuffle(self, x: Any, name: str, reshape: Sequence[int] | None = None,
+                transpose: Sequence[int] | None = None, then_transpose: Sequence[int] | None = None) -> Any:
+        """Transpose, reshape (``0`` copies a dim, so dynamic dims need no shape tensor),
+        transpose again: TensorRT's shuffle, each step optional."""
+        layer = self.net.add_shuffle(x)
+        if transpose is not None:
+            layer.first_transpose = tuple(transpose)
+        if reshape is not None:
+            layer.reshape_dims = tuple(reshape)
+        if then_transpose is not None:
+            layer.second_transpose = tuple(then_transpose)
+        return self.named(layer, name)
+
+    def elementwise(self, a: Any, b: Any, op: str, name: str) -> Any:
+        return self.named(self.net.add_elementwise(a, b, getattr(self.trt.ElementWiseOperation, op)), name)
+
+    def cast(self, x: Any, dtype: Any, name: str) -> Any:
+        return self.named(self.net.add_cast(x, dtype), name)
+
+    def shape_with(self, like: Any, tail: Sequence[int], name: str) -> Any:
+        """The int64 shape ``[*like.shape, *tail]``: a size for slices whose leading dims
+        follow the (possibly dynamic) batch and sequence."""
+        head = self.named(self.net.add_shape(like), f"{name}.shape")
+        tail_tensor = self.constant(f"shape.tail.{'x'.join(map(str, tail))}", np.asarray(tail, np.int64))
+        return self.named(self.net.add_concatenation([head, tail_tensor]), name)
+
+    def slice(self, x: Any, start: Sequence[int], size: Any, name: str, wrap: bool = False) -> Any:
+        layer = self.net.add_slice(x, tuple(start), (1,) * len(start), (1,) * len(start))
+        layer.set_input(2, size)
+        if wrap:
+            layer.mode = self.trt.SampleMode.WRAP
+        return self.named(layer, name)
+
+    def linear(self, x: Any, prefix: str, weights: Mapping[str, np.ndarray]) -> Any:
+        """``x [b, s, in] -> [b, s, out]`` with TRT-LLM's ``[out, in]`` weight (or W8A16's
+        ``[in, out]`` int8 weight dequantized by its per-channel scale)."""
+        kernel = self.constant(f"{prefix}.weight", weights[f"{prefix}.weight"])
+        if f"{prefix}.per_channel_scale" in weights:
+            scale = self.constant(f"{prefix}.per_channel_scale", weights[f"{prefix}.per_channel_scale"])
+            layer = self.net.add_dequantize(kernel, scale, self.trt_dtype)
+            layer.axis = 1
+            kernel = self.named(layer, f"{prefix}.dequantize")
+            op = self.trt.MatrixOperation.NONE
+        else:
+            op = self.trt.MatrixOperation.TRANSPOSE
+        kernel = self.shuffle(kernel, f"{prefix}.weight.expand", reshape=(1, *kernel.shape))
+        layer = self.net.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, kernel, op)
+        return self.named(layer, f"{prefix}.matmul")
+
+    def rms_norm(self, x: Any, weight_name: str, weights: Mapping[str, np.ndarray], epsilon: float) -> Any:
+        """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis."""
+        prefix = weight_name.removesuffix(".weight")
+        fp32 = self.trt.DataType.FLOAT
+        x32 = self.cast(x, fp32, f"{prefix}.to_float")
+        square = self.elementwise(x32, x32, "PROD", f"{prefix}.square")
+        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
+        eps = self.scalar("rms_norm.epsilon", epsilon, "float32")
+        root = self.named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
+                                              self.trt.UnaryOperation.SQRT), f"{prefix}.sqrt")
+        normed = self.cast(self.elementwise(x32, root, "DIV", f"{prefix}.normalize"), self.trt_dtype,
+                           f"{prefix}.to_dtype")
+        weight = self.shuffle(self.constant(weight_name, weights[weight_name]), f"{prefix}.weight.expand",
+                              reshape=(1, 1, -1))
+        return self.elementwise(normed, weight, "PROD", f"{prefix}.scale")
+
+    def collective(self, x: Any, tp: int, name: str, gather: bool = False) -> Any:
+        """ALL_REDUCE (sum) or ALL_GATHER (along dim 0) over ranks ``[0 .. tp-1]``, the same
+        group list on every rank; ``num_ranks = tp`` sizes an all-gather's output."""
+        trt = self.trt
+        op, reduce = ((trt.CollectiveOperation.ALL_GATHER, trt.ReduceOperation.NONE) if gather
+                      else (trt.CollectiveOperation.ALL_REDUCE, trt.ReduceOperation.SUM))
+        layer = self.net.add_dist_collective(x, op, reduce, -1, list(range(tp)))
+        layer.num_ranks = tp
+        return self.named(layer, name)

@@ -1,0 +1,47 @@
+"""Where a ``trt.network`` action gets its network: one loader per kind of source.
+
+A source kind (``params.source``) names an entry of ``NETWORK_SOURCES`` (entry point group
+``trtcas.network_sources``; built in: ``onnx`` from ``rules.onnx_source``, ``trtllm`` from
+``rules.llm``). The TensorRT rules call the loader and never know what kinds exist, so a new
+kind of model source is a new entry, not a new branch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from trtcas.registry import Registry
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedNetwork:
+    """A network ready to canonicalize or build.
+
+    ``parsed``: the ParsedNetwork (it keeps the TensorRT objects alive); ``onnx_model``: the
+    source ONNX model when there is one (refit names come from it); ``profiles``: the
+    optimization profiles by input name, ``[{input: (min, opt, max)}]``; ``weight_digests``:
+    digests of weights already known by name (from a converter's tensor manifest), so they
+    need not be read back through TensorRT.
+    """
+
+    parsed: Any
+    onnx_model: Any = None
+    profiles: list[dict] = field(default_factory=list)
+    weight_digests: Mapping[str, Any] = field(default_factory=dict)
+
+
+# (run context, toolchain) -> LoadedNetwork
+NetworkLoader = Callable[[Any, Any], LoadedNetwork]
+NETWORK_SOURCES: Registry[NetworkLoader] = Registry("network source", entry_point_group="trtcas.network_sources")
+
+
+def profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple]]:
+    """Profile tables (as params hold them) -> ``[{input: (min, opt, max)}]``."""
+    from trtcas.rules.trt.network import Profile
+
+    return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
+
+
+def load_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
+    return NETWORK_SOURCES.get(ctx.params.get("source", "onnx"))(ctx, toolchain)
