@@ -15,7 +15,10 @@ import threading
 import weakref
 from pathlib import Path
 
+from trtcas.cas.sqlite import ThreadLocalSqlite
+
 _LIVE: "weakref.WeakSet[Counters]" = weakref.WeakSet()
+_SCHEMA = "CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 
 
 @atexit.register
@@ -29,21 +32,13 @@ class Counters:
 
     def __init__(self, db_path: str | os.PathLike):
         self.db_path = Path(db_path)
-        self._local = threading.local()
+        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=10)
         self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
         _LIVE.add(self)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            self._local.conn = conn
-        return conn
+        return self._db.connection()
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:

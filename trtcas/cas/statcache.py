@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from trtcas.cas.digest import Digest, hash_file
+from trtcas.cas.sqlite import ThreadLocalSqlite
 
 # 2 s covers the coarsest common filesystem clock (FAT); ext4/xfs are far finer.
 DEFAULT_GRANULARITY_NS = 2_000_000_000
@@ -44,18 +44,10 @@ class StatCache:
     def __init__(self, db_path: str | os.PathLike, granularity_ns: int = DEFAULT_GRANULARITY_NS):
         self.db_path = Path(db_path)
         self.granularity_ns = granularity_ns
-        self._local = threading.local()
+        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=30)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-            self._local.conn = conn
-        return conn
+        return self._db.connection()
 
     def lookup(self, path: str | os.PathLike, algo: str, kind: str | None = None) -> Digest | None:
         """The recorded digest if the file is provably unchanged since it was hashed."""
