@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from _harness import mbps, median_seconds, print_json  # noqa: E402
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import hash_file
 from trtcas.rules.formats.safetensors import hash_tensors as hash_safetensors
@@ -29,13 +29,6 @@ from trtcas.cas.statcache import StatCache
 CHUNK = 1 << 20
 
 
-def median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def plain_read(path: Path) -> None:
@@ -73,8 +66,6 @@ def write_compressible(path: Path, size: int) -> None:
             left -= n
 
 
-def mbps(size: int, seconds: float) -> float:
-    return round(size / seconds / 1e6, 1)
 
 
 def bench_hashing(work: Path, size: int, repeat: int) -> dict:
@@ -177,7 +168,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print_json(result)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import cProfile
 import functools
 import hashlib
 import io
-import json
 import os
 import pstats
 import shutil
@@ -48,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from _harness import print_json  # noqa: E402
 import trtcas
 import trtcas.api
 from trtcas.config import load_config
@@ -387,7 +387,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print_json(result)
 
 
 if __name__ == "__main__":

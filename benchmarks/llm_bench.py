@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import hashlib
-import json
 import math
 import shutil
 import statistics
@@ -52,6 +51,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "examples"))
 sys.path.insert(0, str(HERE / "tests"))
 
+from _harness import mbps, median_seconds, print_json  # noqa: E402
 from make_tiny_llama import TINY, make_tiny_llama, tensor_shapes  # noqa: E402
 
 import trtcas  # noqa: E402
@@ -92,19 +92,8 @@ FINETUNE_LAYER = 1
 
 
 # --------------------------------------------------------------------------- helpers
-def median_seconds(fn, repeat: int, before=None) -> float:
-    times = []
-    for _ in range(repeat):
-        if before:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
-def mbps(size: int, seconds: float) -> float:
-    return round(size / seconds / MB, 1)
 
 
 def hf_files(hf: Path) -> list[Path]:
@@ -449,7 +438,7 @@ def main() -> None:
         result["total_s"] = round(time.perf_counter() - start, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print_json(result)
 
 
 if __name__ == "__main__":

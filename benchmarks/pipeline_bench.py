@@ -34,7 +34,6 @@ cache, not a cold process; ``process_first_build_s`` is that first build.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -48,6 +47,7 @@ from onnx import helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
+from _harness import print_json  # noqa: E402
 import make_models  # noqa: E402
 
 import trtcas  # noqa: E402
@@ -275,7 +275,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print_json(result)
 
 
 if __name__ == "__main__":

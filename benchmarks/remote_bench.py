@@ -27,23 +27,22 @@ Run: ``.venv/bin/python benchmarks/remote_bench.py [--size-mb 256] [--runs 3] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples"))
 
+from _harness import print_json, timed, write_random_file  # noqa: E402
 import make_models  # noqa: E402
 import onnx  # noqa: E402
-from nginx_server import run_nginx  # noqa: E402
+from support.nginx_server import run_nginx  # noqa: E402
 
 import trtcas  # noqa: E402
 
@@ -52,17 +51,8 @@ from trtcas.cas.digest import CHUNK, Digest  # noqa: E402
 from trtcas.cas.remote.http import HttpRemote  # noqa: E402
 
 
-def _random_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as out:
-        for offset in range(0, size, CHUNK):
-            out.write(os.urandom(min(CHUNK, size - offset)))
-    return path
 
 
-def _timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def _mb_s(size: int, seconds: list[float]) -> float:
@@ -149,7 +139,7 @@ def bench_build(tmp: Path, url: str, runs: int) -> dict:
 
 
 def bench_blob(tmp: Path, server, size: int, runs: int) -> dict:
-    source = _random_file(tmp / "blob.bin", size)
+    source = write_random_file(tmp / "blob.bin", size)
     store = ContentStore(tmp / "store")
     digest = store.blobs.put_file(source)
     remote = HttpRemote(server.url, store.algo, timeout=60, env={})
@@ -158,14 +148,14 @@ def bench_blob(tmp: Path, server, size: int, runs: int) -> dict:
     times: dict[str, list[float]] = {k: [] for k in ("up", "down_verified", "down_raw", "curl_up", "curl_down")}
     for run in range(runs):
         _forget_remote(server, digest)
-        times["up"].append(_timed(lambda: remote.put_blob(digest, lambda: store.blobs.open(digest))))
+        times["up"].append(timed(lambda: remote.put_blob(digest, lambda: store.blobs.open(digest))))
 
         _forget_remote(server, digest)
-        times["curl_up"].append(_timed(lambda: _curl("-T", str(source), url)))
+        times["curl_up"].append(timed(lambda: _curl("-T", str(source), url)))
 
         target = ContentStore(tmp / f"download-{run}")
         fetch = lambda: remote.get_blob(digest, lambda body: target.blobs.put_verified_stream(body, digest))  # noqa: E731
-        times["down_verified"].append(_timed(fetch))
+        times["down_verified"].append(timed(fetch))
         shutil.rmtree(target.root)
 
         raw = tmp / f"raw-{run}"
@@ -174,11 +164,11 @@ def bench_blob(tmp: Path, server, size: int, runs: int) -> dict:
             with open(raw, "wb") as out:
                 remote.get_blob(digest, lambda body: shutil.copyfileobj(body, out, CHUNK))
 
-        times["down_raw"].append(_timed(fetch_raw))
+        times["down_raw"].append(timed(fetch_raw))
         raw.unlink()
 
         curled = tmp / f"curl-{run}"
-        times["curl_down"].append(_timed(lambda: _curl("-o", str(curled), url)))
+        times["curl_down"].append(timed(lambda: _curl("-o", str(curled), url)))
         curled.unlink()
     remote.close()
     _forget_remote(server, digest)
@@ -220,7 +210,7 @@ def main() -> None:
         if not args.no_blob:
             result.update(bench_blob(tmp, server, size, args.runs))
         result["build"] = bench_build(tmp, server.url, args.runs)
-    print(json.dumps(result, indent=2))
+    print_json(result)
 
 
 if __name__ == "__main__":
