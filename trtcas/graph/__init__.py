@@ -1,1 +1,1 @@
-"""The build engine: actions, keys, the DAG and its executor. Knows nothing about TensorRT."""
+"""The build engine: actions, keys, the DAG, the action runner and schedulers. Knows nothing about TensorRT."""
