@@ -254,6 +254,8 @@ def _axes_input(c, rank: int) -> list[int]:
 
 def squeeze(c):
     x = c.input(0)
+    if c.input(1, required=False) is None:  # no axes: the output's declared rank decides
+        return [np.squeeze(x)]
     return [np.squeeze(x, axis=tuple(_axes_input(c, x.ndim)))]
 
 

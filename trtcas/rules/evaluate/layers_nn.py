@@ -69,6 +69,8 @@ def _pads(c, spatial: tuple[int, ...], window: tuple[int, ...], stride, dilation
         elif mode == "EXPLICIT_ROUND_UP":
             padded = n + pre[d] + post[d] - span
             out = -(-padded // stride[d]) + 1
+            if (out - 1) * stride[d] >= n + pre[d]:  # a last window starting in the padding is dropped
+                out -= 1
             extra[d] = max(0, (out - 1) * stride[d] + span - (n + pre[d] + post[d]))
         elif mode != "EXPLICIT_ROUND_DOWN":
             raise c.fail(f"PaddingMode.{mode}")
@@ -123,10 +125,17 @@ def deconvolution(c):
     kernel = _conv_weights(c, 1, "kernel").reshape((channels, k // groups) + window)
     bias = _conv_weights(c, 2, "bias")
     stride, dilation = tuple(c.layer.stride_nd), tuple(c.layer.dilation_nd)
-    if c.layer.padding_mode.name not in ("EXPLICIT_ROUND_DOWN", "EXPLICIT_ROUND_UP"):
-        raise c.fail(f"deconvolution with PaddingMode.{c.layer.padding_mode.name}")
-    pre, post = list(c.layer.pre_padding), list(c.layer.post_padding)
     full = [(spatial[d] - 1) * stride[d] + dilation[d] * (window[d] - 1) + 1 for d in range(len(window))]
+    mode = c.layer.padding_mode.name
+    if mode in ("SAME_UPPER", "SAME_LOWER"):  # output = input * stride; the rest is cropped
+        total = [full[d] - spatial[d] * stride[d] for d in range(len(window))]
+        small = [t // 2 for t in total]
+        pre = small if mode == "SAME_UPPER" else [t - s for t, s in zip(total, small)]
+        post = [t - p for t, p in zip(total, pre)]
+    elif mode in ("EXPLICIT_ROUND_DOWN", "EXPLICIT_ROUND_UP"):
+        pre, post = list(c.layer.pre_padding), list(c.layer.post_padding)
+    else:
+        raise c.fail(f"deconvolution with PaddingMode.{mode}")
     out = np.zeros((n, k) + tuple(full))
     xg = x.reshape((n, groups, channels // groups) + spatial)
     wg = kernel.reshape((groups, channels // groups, k // groups) + window)
@@ -252,15 +261,15 @@ def _expand_scale(c, scale: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 _QUANT_RANGE = {"INT8": (-128, 127), "INT4": (-8, 7), "FP8": (-448.0, 448.0), "FP4": (-6.0, 6.0), "UINT8": (0, 255)}
 
 
-def _zero_point(c):
+def _zero_point(c, shape: tuple[int, ...]):
+    """The optional zero point (input 2), broadcast like the scale; 0 when absent."""
     zp = c.input(2, required=False)
-    if zp is not None and np.any(wide(zp) != 0):
-        raise c.fail("a non-zero zero point")
+    return 0.0 if zp is None else _expand_scale(c, wide(zp.astype(np.float32)), shape)
 
 
 def quantize(c):
     x = c.input(0)
-    _zero_point(c)
+    zero = _zero_point(c, x.shape)
     to = c.output_dtypes[0].name
     if to not in _QUANT_RANGE:
         raise c.fail(f"quantizing to {to}")
@@ -268,13 +277,13 @@ def quantize(c):
     low, high = _QUANT_RANGE[to]
     if numpy_dtype(c.output_dtypes[0]).kind in "iu":
         q = np.rint(q)
+    q = q + zero
     return [np.clip(q, low, high).astype(np.float32) if to in ("FP8", "FP4") else np.clip(q, low, high)]
 
 
 def dequantize(c):
     x = c.input(0)
-    _zero_point(c)
-    return [wide(x.astype(np.float32)) * _expand_scale(c, c.input(1), x.shape)]
+    return [(wide(x.astype(np.float32)) - _zero_point(c, x.shape)) * _expand_scale(c, c.input(1), x.shape)]
 
 
 LAYERS = {

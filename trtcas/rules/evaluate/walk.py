@@ -139,11 +139,17 @@ def evaluate_steps(trt, network, feeds: Mapping[str, np.ndarray],
         try:
             return env[tensor.name]
         except KeyError:
-            raise EvaluateError(f"tensor {tensor.name!r} has no value (is it produced inside a loop?)") from None
+            raise EvaluateError(f"tensor {tensor.name!r} has no value: no layer outside a loop or conditional body produces it (control flow is not supported)") from None
 
     for index in _layer_order(network):
         layer = network.get_layer(index)
         kind = layer.type.name
+        if kind in _CONTROL_FLOW:
+            raise unsupported(layer, "control flow (loops and conditionals)")
+        if kind.startswith("PLUGIN"):
+            raise unsupported(layer, "a plugin layer (its computation is not in the network)")
+        if kind != "DIST_COLLECTIVE" and kind not in table:
+            raise unsupported(layer, f"layer type {kind}")
         inputs = tuple(value_of(layer.get_input(j)) for j in range(layer.num_inputs))
         out_dtypes = tuple(layer.get_output(j).dtype for j in range(layer.num_outputs))
         if kind == "DIST_COLLECTIVE":
@@ -152,16 +158,10 @@ def evaluate_steps(trt, network, feeds: Mapping[str, np.ndarray],
                                         tuple(layer.get_input(0).shape), tuple(layer.get_output(0).shape),
                                         out_dtypes[0])
             outputs = [(yield request)]
-        elif kind in table:
+        else:
             layer.__class__ = classes[layer.type]
             call = Call(trt, layer, inputs, out_dtypes, constants or {}, value_of)
             outputs = table[kind](call)
-        elif kind in _CONTROL_FLOW:
-            raise unsupported(layer, "control flow (loops and conditionals)")
-        elif kind.startswith("PLUGIN"):
-            raise unsupported(layer, "a plugin layer (its computation is not in the network)")
-        else:
-            raise unsupported(layer, f"layer type {kind}")
         if len(outputs) != layer.num_outputs:
             raise EvaluateError(f"layer {layer.name!r} ({kind}): evaluator produced {len(outputs)} outputs, "
                                 f"the layer has {layer.num_outputs}")
