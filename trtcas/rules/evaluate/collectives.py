@@ -87,7 +87,6 @@ def evaluate_ranks(trt, networks: Sequence, feeds_per_rank, constants_per_rank: 
     if len(feeds) != world or len(constants) != world:
         raise EvaluateError(f"{world} networks but {len(feeds)} feeds and {len(constants)} constant maps")
     steps = [evaluate_steps(trt, net, feed, const) for net, feed, const in zip(networks, feeds, constants)]
-    results: list = [None] * world
     pending = [_advance(step, None) for step in steps]
     while True:
         done = [isinstance(p, _Done) for p in pending]
@@ -107,7 +106,6 @@ def evaluate_ranks(trt, networks: Sequence, feeds_per_rank, constants_per_rank: 
         spec = (collectives or {}).get(request.layer_name) or infer_spec(request)
         combined = combine(spec, [p.value for p in pending])
         pending = [_advance(step, value) for step, value in zip(steps, combined)]
-        del results
 
 
 @dataclass(frozen=True)
