@@ -8,6 +8,7 @@ listed in KNOWN_DISAGREE with why; any other disagreement is a regression.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ def _benchmark():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_onnx_backend.py"
     spec = importlib.util.spec_from_file_location("evaluate_onnx_backend", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
