@@ -23,8 +23,8 @@ from trtcas.graph.devices import (
     BuildDevice,
     CudaDriver,
     Device,
-    Nvml,
     NvidiaSmi,
+    Nvml,
     Unavailable,
     VersionFile,
     build_device,
@@ -341,6 +341,7 @@ def test_nvml_source_through_a_fake_pynvml(monkeypatch):
         total = 143771 << 20
 
     fake = types.SimpleNamespace(
+        NVMLError=type("NVMLError", (Exception,), {}),
         nvmlInit=lambda: None,
         nvmlSystemGetDriverVersion=lambda: b"580.159.04",  # old pynvml returns bytes
         nvmlDeviceGetCount=lambda: 2,

@@ -111,7 +111,7 @@ def test_no_secret_survives_in_any_text(url_and_secrets, before, sep, close, aft
 @settings(max_examples=500, deadline=None)
 @given(urls_with_secrets())
 def test_scheme_host_port_and_path_stay_readable(url_and_secrets):
-    url, masked, _ = url_and_secrets
+    url, _, _ = url_and_secrets
     out = redact(url)
     scheme = url.split("://", 1)[0]
     after_at = url[url.rindex("@") + 1:].split("?", 1)[0]

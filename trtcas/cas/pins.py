@@ -75,15 +75,10 @@ class Pins:
         """
         try:
             legacy = self.root / _legacy_file_name(target)
-        except ValueError:  # a name with_suffix refused: no such legacy file could exist
-            return
-        if not legacy.is_file():
-            return
-        try:
-            if json.loads(legacy.read_text()).get("target") == target:
+            if legacy.is_file() and json.loads(legacy.read_text()).get("target") == target:
                 legacy.unlink()
-        except (OSError, ValueError, AttributeError):
-            pass  # unreadable: all() already ignores it with a warning
+        except (OSError, ValueError, AttributeError):  # no such name possible, or unreadable:
+            pass  # all() already ignores an unreadable file, with a warning
 
     def all(self) -> list[Pin]:
         pins = []

@@ -31,9 +31,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 ASSUME_NO_GPU_ENV = "TRTCAS_ASSUME_NO_GPU"
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
@@ -71,7 +72,7 @@ class Reading:
     reason: str | None = None
 
     @classmethod
-    def absent(cls, reason: str) -> "Reading":
+    def absent(cls, reason: str) -> Reading:
         return cls(None, None, reason)
 
 
@@ -261,7 +262,7 @@ def driver_version(sources: Sequence[DriverVersionSource] | None = None) -> Read
     return Reading.absent("no NVIDIA driver found (" + "; ".join(failures) + ")")
 
 
-def cuda_driver_api_version(cuda: "CudaDriver | None" = None) -> Reading:
+def cuda_driver_api_version(cuda: CudaDriver | None = None) -> Reading:
     """The CUDA API version the driver implements (``13000`` for CUDA 13.0), from ``cuDriverGetVersion``."""
     cuda = CudaDriver() if cuda is None else cuda
     try:
@@ -379,7 +380,7 @@ class Nvml:
             raise Unavailable("pynvml not installed (pip install nvidia-ml-py)") from None
         try:
             pynvml.nvmlInit()
-        except Exception as exc:  # pynvml.NVMLError and its many subclasses; OSError without the lib
+        except (pynvml.NVMLError, OSError) as exc:  # NVMLError_LibraryNotFound, _DriverNotLoaded ...
             raise Unavailable(f"nvmlInit failed ({exc})") from None
         return pynvml
 
@@ -387,14 +388,14 @@ class Nvml:
         nvml = self._nvml()
         try:
             return _text(nvml.nvmlSystemGetDriverVersion())
-        except Exception as exc:
+        except nvml.NVMLError as exc:
             raise Unavailable(f"nvmlSystemGetDriverVersion failed ({exc})") from None
 
     def devices(self) -> list[Device]:
         nvml = self._nvml()
         try:
             return [self._device(nvml, index) for index in range(nvml.nvmlDeviceGetCount())]
-        except Exception as exc:
+        except nvml.NVMLError as exc:
             raise Unavailable(f"NVML query failed ({exc})") from None
 
     @staticmethod
