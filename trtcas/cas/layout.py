@@ -7,7 +7,7 @@ and ``stats`` walk exactly what the writers write. dvc-objects' ``oid_to_path`` 
     <root>/store.json                   algorithm and layout version
     <root>/cas/<algo>/<hh>/<hex>[.zst]  blobs
     <root>/ac/<hh>/<key hex>            action cache entries
-    <root>/pins/<target>.json           what each target's last build used
+    <root>/pins/<slug>-<hash>.json      what each target's last build used (pins.pin_file_name)
     <root>/history/<target>/{last,previous}.json
     <root>/logs/<target>/*.json         execution logs and traces of recent builds
     <root>/locks/<hh>/<key hex>.lock    per-action-key build locks

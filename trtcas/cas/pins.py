@@ -2,10 +2,16 @@
 
 One small JSON file per target under ``<cache>/pins/``, replaced atomically after each
 successful build. GC keeps every action entry and blob named by any pin file.
+
+A pin file is named by ``pin_file_name``: a readable slug of the target plus a hash of the exact
+target string, so ``llama-3.1-8b`` and ``llama-3.2-1b`` (which ``with_suffix`` once folded into
+one ``llama-3.json``) or ``a/b`` and ``a_b`` get files of their own. The name goes one way only;
+the exact target is the ``target`` field inside the file, which is what ``all()`` reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +25,24 @@ from trtcas.cas.digest import Digest
 
 log = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SLUG_CHARS = 80  # keeps names far below 255 bytes, whatever the target's length
+_HASH_CHARS = 16  # 64 bits of sha256: a collision between two targets of one cache is not a worry
+
+
+def pin_file_name(target: str) -> str:
+    """``<slug>-<sha256 of target, 16 hex>.json``: ASCII, no separators, never hidden nor ``..``.
+
+    The slug is only for people listing the folder; the hash tells targets apart, also on
+    case-insensitive file systems (it is lower-case hex of the exact, case-sensitive name).
+    """
+    slug = _SAFE.sub("_", target).strip("._-")[:_SLUG_CHARS].rstrip(".") or "target"
+    digest = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{slug}-{digest}.json"
+
+
+def _legacy_file_name(target: str) -> str:
+    """The name before ``pin_file_name``: two targets could share it (see the module docstring)."""
+    return str(Path(_SAFE.sub("_", target).strip("_") or "target").with_suffix(".json"))
 
 
 @dataclass(frozen=True)
@@ -35,11 +59,26 @@ class Pins:
         self.root = Path(pins_root)
 
     def _path(self, target: str) -> Path:
-        return self.root / (_SAFE.sub("_", target).strip("_") or "target")
+        return self.root / pin_file_name(target)
 
     def pin(self, target: str, action_keys: Iterable[str], blobs: Iterable[Digest]) -> None:
         wire = {"target": target, "action_keys": sorted(set(action_keys)), "blobs": sorted({str(b) for b in blobs})}
-        atomic_write_bytes(self._path(target).with_suffix(".json"), json.dumps(wire, indent=1).encode())
+        atomic_write_bytes(self._path(target), json.dumps(wire, indent=1).encode())
+        self._drop_legacy(target)
+
+    def _drop_legacy(self, target: str) -> None:
+        """Remove this target's pin file of the old naming, once the new one is written.
+
+        Old files are still read by ``all()`` (it reads the target from inside), so a cache of
+        the old layout keeps its pins; this only stops a stale one from pinning forever. A
+        legacy file that holds another target (the old collisions) is left alone.
+        """
+        try:
+            legacy = self.root / _legacy_file_name(target)
+            if legacy.is_file() and json.loads(legacy.read_text()).get("target") == target:
+                legacy.unlink()
+        except (OSError, ValueError, AttributeError):  # no such name possible, or unreadable:
+            pass  # all() already ignores an unreadable file, with a warning
 
     def all(self) -> list[Pin]:
         pins = []

@@ -15,14 +15,12 @@ import functools
 import hashlib
 import os
 import platform
-import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from trtcas.graph import devices
 from trtcas.registry import Registry
 
 CUDA_RUNTIME_DISTRIBUTIONS = ("nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime")
@@ -73,34 +71,14 @@ def _package_field(name: str) -> Field:
     return distribution_version((name,))
 
 
-def _driver_version() -> Field:
-    proc = Path("/proc/driver/nvidia/version")
-    if proc.exists():
-        match = re.search(r"Kernel Module\s+(\S+)", proc.read_text(errors="replace"))
-        if match:
-            return Field(match[1])
-    return Field(None, "no NVIDIA driver loaded (/proc/driver/nvidia/version missing)")
+def _field(reading: devices.Reading) -> Field:
+    return Field(reading.value, reading.reason)
 
 
-def _gpus() -> tuple[Field, Field, Field]:
-    """(name, sm, memory MiB) of GPU 0 via nvidia-smi, or absent with the reason."""
-    if os.environ.get("TRTCAS_ASSUME_NO_GPU") == "1":
-        reason = "TRTCAS_ASSUME_NO_GPU=1"
-        return Field(None, reason), Field(None, reason), Field(None, reason)
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        reason = "no GPU visible (nvidia-smi not found)"
-        return Field(None, reason), Field(None, reason), Field(None, reason)
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        name, cap, mem = (part.strip() for part in out.split(","))
-        return Field(name), Field("sm" + cap.replace(".", "")), Field(int(float(mem)))
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        reason = f"nvidia-smi failed ({type(exc).__name__})"
-        return Field(None, reason), Field(None, reason), Field(None, reason)
+def _gpus() -> tuple[Field, Field, Field, Field]:
+    """(name, sm, memory MiB, UUID) of the device a build here uses (see trtcas.graph.devices)."""
+    device = devices.build_device()
+    return tuple(_field(device.reading(a)) for a in ("name", "sm", "memory_mib", "uuid"))  # type: ignore[return-value]
 
 
 def _plugin_digests() -> Field:
@@ -124,13 +102,15 @@ FINGERPRINT_PROVIDERS: Registry[Callable[[], Mapping[str, Field]]] = Registry(
 @functools.lru_cache(maxsize=1)
 def collect_fingerprint() -> Fingerprint:
     """This process's fingerprint (computed once; the environment does not change mid-run)."""
-    gpu_name, gpu_sm, gpu_mem = _gpus()
+    gpu_name, gpu_sm, gpu_mem, gpu_uuid = _gpus()
     fields = {
         "cuda_runtime_version": distribution_version(CUDA_RUNTIME_DISTRIBUTIONS),
-        "cuda_driver_version": _driver_version(),
+        "cuda_driver_version": _field(devices.driver_version()),
+        "cuda_driver_api_version": _field(devices.cuda_driver_api_version()),
         "gpu_name": gpu_name,
         "gpu_sm": gpu_sm,
         "gpu_memory_mib": gpu_mem,
+        "gpu_uuid": gpu_uuid,
         "plugins": _plugin_digests(),
         "os": Field(f"{platform.system()} {platform.release()}"),
         "machine": Field(platform.machine()),

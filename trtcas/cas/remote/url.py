@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
+from trtcas.cas.redact import redact, userinfo
 from trtcas.errors import TrtcasError
 
 TOKEN_ENV = "TRTCAS_REMOTE_TOKEN"
@@ -50,7 +51,7 @@ class Credentials:
 
 def redact_url(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@``, for messages and logs."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", url.strip())
+    return redact(url.strip())
 
 
 def parse_remote_url(url: str) -> tuple[RemoteEndpoint, str | None, str | None]:
@@ -116,6 +117,10 @@ def _check_secret(secret: str, what: str) -> None:
 
 
 def _without_secrets(text: str, url: str) -> str:
-    """``text`` with any credentials of ``url`` cut out (for wrapped parser errors)."""
-    userinfo = url.strip().split("://", 1)[-1].split("/", 1)[0].rpartition("@")[0]
-    return text.replace(userinfo, "***") if userinfo else text
+    """``text`` with any credentials of ``url`` cut out (for wrapped parser errors, which quote
+    pieces of it: ``Port could not be cast to integer value as 'PW'``)."""
+    secret = userinfo(url.strip())
+    pieces = sorted({secret, *re.split(r"[:/@]", secret)} - {""}, key=len, reverse=True)
+    for piece in pieces:
+        text = text.replace(piece, "***")
+    return redact(text)
