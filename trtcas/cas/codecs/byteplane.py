@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from trtcas.cas.codecs.frame import CODEC_IDS, frame_of
+from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
 from trtcas.cas.codecs.protocol import (
     ELEMENT_SIZES,
@@ -24,17 +25,19 @@ from trtcas.cas.codecs.protocol import (
 
 @dataclass(frozen=True)
 class BytePlaneCodec:
-    """Byte planes + tuned zstd, no parent. ``threads``: 0 = all cores."""
+    """Byte planes + tuned zstd, no parent. ``threads``: 0 = all cores; ``block_bytes``
+    only shapes new frames (a frame records its own)."""
 
     name: str = "byteplane"
     codec_id: int = CODEC_IDS["byteplane"]
     threads: int = 0
+    block_bytes: int = BLOCK_BYTES
 
     def encode(self, data: Buffer, hint: EncodeHint) -> bytes | None:
         if hint.element_size not in ELEMENT_SIZES:
             raise CodecError(f"byteplane needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
         size = memoryview(data).nbytes
-        encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads)
+        encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads, block_bytes=self.block_bytes)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
 
     def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> bytearray:

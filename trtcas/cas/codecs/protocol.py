@@ -84,12 +84,13 @@ class EncodeHint:
     """What the store tells a codec about a blob before it is encoded.
 
     ``min_saving``: an encoding that saves less than this fraction is not worth a decode on
-    every read, and ``encode`` returns None (store raw). ``threads``: 0 means all cores.
+    every read, and ``encode`` returns None (store raw); None keeps every frame (tests,
+    measurements). ``threads``: 0 means all cores.
     """
 
     element_size: int = 1
     parent: Parent | None = None
-    min_saving: float = 0.10
+    min_saving: float | None = 0.10
     threads: int = 0
 
 
@@ -116,7 +117,9 @@ class Codec(Protocol):
         ...
 
 
-def saves_enough(encoded_size: int, size: int, min_saving: float) -> bool:
+def saves_enough(encoded_size: int, size: int, min_saving: float | None) -> bool:
     """Whether an encoding of ``size`` bytes into ``encoded_size`` is worth decoding on
-    every read. An empty blob never is: raw costs nothing."""
+    every read. An empty blob never is: raw costs nothing. ``None``: keep any frame."""
+    if min_saving is None:
+        return True
     return size > 0 and encoded_size <= (1.0 - min_saving) * size

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from trtcas.cas.codecs.frame import CODEC_IDS, Frame, frame_of, parse_header
+from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
 from trtcas.cas.codecs.protocol import (
     ELEMENT_SIZES,
@@ -68,11 +69,13 @@ def delta_info(encoded: Buffer) -> DeltaInfo:
 
 @dataclass(frozen=True)
 class XorDeltaCodec:
-    """XOR with the parent, then byte planes + tuned zstd. ``threads``: 0 = all cores."""
+    """XOR with the parent, then byte planes + tuned zstd. ``threads``: 0 = all cores;
+    ``block_bytes`` only shapes new frames (a frame records its own)."""
 
     name: str = "xor_delta"
     codec_id: int = CODEC_IDS["xor_delta"]
     threads: int = 0
+    block_bytes: int = BLOCK_BYTES
 
     def encode(self, data: Buffer, hint: EncodeHint) -> bytes | None:
         parent = hint.parent
@@ -86,7 +89,7 @@ class XorDeltaCodec:
         if depth > MAX_DEPTH_FIELD:
             raise CodecError(f"delta chain of depth {depth} is too deep to record")
         extra = pack_delta_extra(DeltaInfo(parent.digest, depth))
-        encoded = encode_planes(data, self.codec_id, hint.element_size, extra, parent.data, hint.threads or self.threads)
+        encoded = encode_planes(data, self.codec_id, hint.element_size, extra, parent.data, hint.threads or self.threads, self.block_bytes)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
 
     def _frame_and_parent(self, encoded: Buffer, parent: Parent | None) -> tuple[Frame, Buffer]:
