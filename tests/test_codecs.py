@@ -154,7 +154,7 @@ def frame():
 
 def test_not_a_frame_is_reported(frame):
     data, encoded = frame
-    for bad in (b"", b"TCXF", b"\x28\xb5\x2f\xfd" + encoded[4:], data):
+    for bad in (b"", b"TCXF", b"\x28\xb5\x2f\xfd" + bytes(encoded[4:]), data):
         with pytest.raises(CorruptFrame):
             BYTEPLANE.decode(bad, len(data))
 
@@ -165,7 +165,7 @@ def test_truncated_or_padded_frames_are_reported(frame):
         with pytest.raises(CorruptFrame):
             BYTEPLANE.decode(encoded[:cut], len(data))
     with pytest.raises(CorruptFrame, match="truncated or padded"):
-        BYTEPLANE.decode(encoded + b"\0", len(data))
+        BYTEPLANE.decode(bytes(encoded) + b"\0", len(data))
 
 
 def test_header_and_table_bit_flips_are_reported(frame):

@@ -33,14 +33,14 @@ class BytePlaneCodec:
     threads: int = 0
     block_bytes: int = BLOCK_BYTES
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> bytes | None:
+    def encode(self, data: Buffer, hint: EncodeHint) -> memoryview | None:
         if hint.element_size not in ELEMENT_SIZES:
             raise CodecError(f"byteplane needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
         size = memoryview(data).nbytes
         encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads, block_bytes=self.block_bytes)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
 
-    def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> bytearray:
+    def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:
         return decode_planes(frame_of(encoded, self.codec_id), encoded, size, threads=self.threads)
 
     def decode_into(self, encoded: Buffer, out: Buffer, parent: Parent | None = None) -> None:

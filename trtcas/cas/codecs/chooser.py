@@ -41,7 +41,7 @@ class Estimate:
     codec: str
     ratio: float
     sampled_bytes: int
-    frame: bytes | None = None
+    frame: memoryview | None = None
 
 
 def _sample_spans(size: int, esize: int) -> list[tuple[int, int]]:
@@ -91,7 +91,7 @@ def choose_encoding(
     min_saving: float = MIN_SAVING,
     max_chain_depth: int = MAX_CHAIN_DEPTH,
     threads: int = 0,
-) -> tuple[str, bytes | None]:
+) -> tuple[str, memoryview | None]:
     """(codec name, frame) for the best encoding that saves at least ``min_saving``, or
     ``("raw", None)`` when none does (store the bytes as they are)."""
     size = memoryview(data).nbytes

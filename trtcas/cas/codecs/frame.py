@@ -29,6 +29,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
+
 from trtcas.cas.codecs.protocol import ELEMENT_SIZES, Buffer, CorruptFrame
 
 MAGIC = b"TCXF"
@@ -96,15 +98,26 @@ class Frame:
             yield b, row
 
 
-def pack_frame(header: FrameHeader, entries: list[tuple[int, int]], payload: list[bytes]) -> bytes:
-    """The bytes of a frame (``payload`` parts in table order)."""
+def pack_frame(header: FrameHeader, entries: list[tuple[int, int]], payload: list) -> memoryview:
+    """The bytes of a frame (``payload`` parts in table order), in one fresh buffer.
+
+    numpy's allocation of a large buffer asks for huge pages, so filling it runs at memory
+    speed; ``b"".join`` into a new ``bytes`` first-touches 4 KiB pages at ~1.7 GB/s here,
+    which alone would cap the codec below disk speed."""
     head = _HEAD.pack(
         MAGIC, VERSION, header.codec_id, header.element_size, len(header.tail),
         header.content_size, header.block_bytes, len(header.extra),
     )  # fmt: skip
     table = b"".join(_ENTRY.pack(m, n) for m, n in entries)
     crc = zlib.crc32(table, zlib.crc32(header.tail, zlib.crc32(header.extra, zlib.crc32(head))))
-    return b"".join([head, _CRC.pack(crc), header.extra, header.tail, table, *payload])
+    parts = [head, _CRC.pack(crc), header.extra, header.tail, table, *payload]
+    out = np.empty(sum(memoryview(p).nbytes for p in parts), dtype=np.uint8)
+    at = 0
+    for part in parts:
+        n = memoryview(part).nbytes
+        out[at : at + n] = np.frombuffer(part, dtype=np.uint8) if n else out[at:at]
+        at += n
+    return memoryview(out)
 
 
 def parse_header(encoded: Buffer) -> tuple[FrameHeader, int]:

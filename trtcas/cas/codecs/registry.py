@@ -43,7 +43,7 @@ def frame_info(encoded: Buffer) -> FrameInfo:
     return FrameInfo(name, header.element_size, header.content_size, delta)
 
 
-def decode_blob(encoded: Buffer, size: int, parent: Parent | None = None, expected: Digest | None = None) -> bytearray:
+def decode_blob(encoded: Buffer, size: int, parent: Parent | None = None, expected: Digest | None = None) -> memoryview:
     """Decode any frame. With ``expected``, also hash the result and raise ``CorruptFrame``
     on a mismatch (the store does this itself while writing; this is for other readers)."""
     info = frame_info(encoded)

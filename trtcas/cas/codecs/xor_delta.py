@@ -77,7 +77,7 @@ class XorDeltaCodec:
     threads: int = 0
     block_bytes: int = BLOCK_BYTES
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> bytes | None:
+    def encode(self, data: Buffer, hint: EncodeHint) -> memoryview | None:
         parent = hint.parent
         if parent is None:
             raise CodecError("xor_delta needs a parent blob to encode against")
@@ -102,7 +102,7 @@ class XorDeltaCodec:
         _check_parent_bytes(parent, frame.header.content_size)
         return frame, parent.data
 
-    def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> bytearray:
+    def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:
         frame, parent_bytes = self._frame_and_parent(encoded, parent)
         return decode_planes(frame, encoded, size, parent_bytes, self.threads)
 
