@@ -39,7 +39,7 @@ from trtcas.cas.codecs import BYTEPLANE, XOR_DELTA, EncodeHint, Parent, choose_e
 from trtcas.cas.codecs.planes import split_planes  # noqa: E402
 from trtcas.cas.digest import hash_bytes  # noqa: E402
 
-DTYPES = {"bf16": (ml_dtypes.bfloat16, "bfloat16"), "fp16": (np.float16, "float16")}
+DTYPES = {"bf16": (ml_dtypes.bfloat16, "bfloat16", "BF16"), "fp16": (np.float16, "float16", "F16")}
 KEEP = None  # min_saving: keep every frame, so a ratio is always measured
 
 
@@ -132,7 +132,7 @@ def baselines_for(data: bytes, work: Path, repeat: int) -> dict:
 
 
 def bench_dtype(label: str, size: int, repeat: int, work: Path) -> dict:
-    dtype, dtype_name = DTYPES[label]
+    dtype, dtype_name, st_name = DTYPES[label]
     esize = np.dtype(dtype).itemsize
     rng = np.random.default_rng(0)
     master = rng.standard_normal(size // esize, dtype=np.float32) * 0.02
@@ -174,9 +174,9 @@ def bench_dtype(label: str, size: int, repeat: int, work: Path) -> dict:
     chooser = {
         "estimate_byteplane_s": round(median(lambda: estimate(data, esize), repeat), 4),
         "estimate_xor_delta_s": round(median(lambda: estimate(last_child, esize, parent), repeat), 4),
-        "choose_encoding_s": round(median(lambda: choose_encoding(data, label.upper(), None), 1), 3),
-        "choice_without_parent": choose_encoding(data, label.upper(), None)[0],
-        "choice_with_parent_grid_1e-3": choose_encoding(last_child, label.upper(), parent)[0],
+        "choose_encoding_s": round(median(lambda: choose_encoding(data, st_name, None), 1), 3),
+        "choice_without_parent": choose_encoding(data, st_name, None)[0],
+        "choice_with_parent_grid_1e-3": choose_encoding(last_child, st_name, parent)[0],
     }
     return {"dtype": label, "size_bytes": len(data), "baselines": base, "codecs": rows, "chooser": chooser}
 

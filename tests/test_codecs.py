@@ -291,6 +291,12 @@ def test_a_choice_is_judged_on_a_small_sample():
 
 
 def test_element_sizes():
-    assert [element_size(d) for d in ("BF16", "f16", "F32", "I8", "F64", 4, np.float16, None, "weird")] == [
-        2, 2, 4, 1, 8, 4, 2, 1, 1,
+    assert [element_size(d) for d in ("BF16", "f16", "F32", "I8", "F64", 4, np.float16, None, "weird", "fp16")] == [
+        2, 2, 4, 1, 8, 4, 2, 1, 1, 2,
     ]  # fmt: skip
+
+
+def test_chooser_picks_byteplane_for_fp16_weights():
+    data = weights(1 << 21, np.float16)
+    choice = choose_encoding(data, "F16")
+    assert choice[0] == "byteplane" and decoded(choice, len(data)) == data

@@ -26,6 +26,8 @@ _ELEMENT_SIZES = {
     "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
     "U32": 4, "I32": 4, "F32": 4,
     "U64": 8, "I64": 8, "F64": 8,
+    # names people write (TensorRT-LLM configs, CLIs)
+    "FP8": 1, "INT8": 1, "FP16": 2, "BFLOAT16": 2, "FLOAT16": 2, "FP32": 4, "FLOAT32": 4, "FP64": 8,
 }  # fmt: skip
 ELEMENT_SIZES = (1, 2, 4, 8)
 
