@@ -1,0 +1,121 @@
+"""Whole frames of byte planes: content -> frame and frame -> content, block-parallel.
+
+Both weight codecs are this with a different ``extra`` and an optional XOR parent, so the
+block loop, the tail handling and the three ways to decode (into a new buffer, into a
+caller's buffer, as a stream of blocks) live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from trtcas.cas.codecs.frame import Frame, FrameHeader, pack_frame
+from trtcas.cas.codecs.planes import BLOCK_BYTES, as_uint8, decode_block, encode_block, run_ordered
+from trtcas.cas.codecs.protocol import Buffer, CodecError, CorruptFrame
+
+
+def encode_planes(
+    data: Buffer,
+    codec_id: int,
+    element_size: int,
+    extra: bytes = b"",
+    parent: Buffer | None = None,
+    threads: int = 0,
+    block_bytes: int = BLOCK_BYTES,
+) -> memoryview:
+    """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as long)."""
+    content = as_uint8(data)
+    size = content.nbytes
+    tail_len = size % element_size
+    body = content[: size - tail_len]
+    parent_u8 = None
+    if parent is not None:
+        parent_u8 = as_uint8(parent)
+        if parent_u8.nbytes != size:
+            raise CodecError(f"a delta parent must be as long as the blob ({parent_u8.nbytes} != {size} bytes)")
+    block_bytes -= block_bytes % element_size
+    header = FrameHeader(codec_id, element_size, size, block_bytes, extra, content[size - tail_len :].tobytes())
+    entries: list[tuple[int, int]] = []
+    parts: list = []
+
+    def one(index: int):
+        return encode_block(body, header.block_span(index), element_size, parent_u8)
+
+    for block_entries, block_parts in run_ordered(one, range(header.n_blocks), threads):
+        entries += block_entries
+        parts += block_parts
+    return pack_frame(header, entries, parts)
+
+
+def _check_size(frame: Frame, size: int) -> None:
+    if frame.header.content_size != size:
+        raise CorruptFrame(f"codec frame holds {frame.header.content_size} bytes but the blob is {size} bytes")
+
+
+def _parent_view(frame: Frame, parent: Buffer | None) -> np.ndarray | None:
+    if parent is None:
+        return None
+    view = as_uint8(parent)
+    if view.nbytes != frame.header.content_size:
+        raise CodecError(f"delta parent is {view.nbytes} bytes, the blob {frame.header.content_size}")
+    return view
+
+
+def decode_planes_into(
+    frame: Frame, encoded: Buffer, out: Buffer, parent: Buffer | None = None, threads: int = 0
+) -> None:
+    """Decode into ``out`` (writable, exactly the content size), blocks in parallel."""
+    target = np.frombuffer(out, dtype=np.uint8) if memoryview(out).nbytes else np.zeros(0, np.uint8)
+    _decode_into_array(frame, encoded, target, parent, threads)
+
+
+def _decode_into_array(frame: Frame, encoded: Buffer, target: np.ndarray, parent: Buffer | None, threads: int) -> None:
+    _check_size(frame, target.nbytes)
+    if target.nbytes and not target.flags.writeable:
+        raise CodecError("decode_into needs a writable buffer")
+    view = memoryview(encoded)
+    parent_u8 = _parent_view(frame, parent)
+    header = frame.header
+
+    def one(block):
+        index, row = block
+        start, end = header.block_span(index)
+        decode_block(frame, view, row, target[start:end], None if parent_u8 is None else parent_u8[start:end])
+
+    for _ in run_ordered(one, frame.blocks(), threads):
+        pass
+    if header.tail:
+        target[header.body_size :] = np.frombuffer(header.tail, dtype=np.uint8)
+
+
+def decode_planes(frame: Frame, encoded: Buffer, size: int, parent: Buffer | None = None, threads: int = 0) -> memoryview:
+    """The content in a fresh buffer. numpy's (huge-page) allocation, not ``bytearray``:
+    a zeroed bytearray is first-touched a 4 KiB page at a time by the decoding threads,
+    which halved decode speed on two cores."""
+    _check_size(frame, size)
+    out = np.empty(size, dtype=np.uint8)
+    _decode_into_array(frame, encoded, out, parent, threads)
+    return memoryview(out)
+
+
+def iter_decode_planes(
+    frame: Frame, encoded: Buffer, size: int, parent: Buffer | None = None, threads: int = 0
+) -> Iterator[memoryview]:
+    """The content a block at a time, in order; at most a few blocks are held at once."""
+    _check_size(frame, size)
+    view = memoryview(encoded)
+    parent_u8 = _parent_view(frame, parent)
+    header = frame.header
+
+    def one(block):
+        index, row = block
+        start, end = header.block_span(index)
+        target = np.empty(end - start, dtype=np.uint8)
+        decode_block(frame, view, row, target, None if parent_u8 is None else parent_u8[start:end])
+        return memoryview(target)
+
+    yield from run_ordered(one, frame.blocks(), threads)
+    if header.tail:
+        yield memoryview(header.tail)
