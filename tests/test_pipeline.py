@@ -184,7 +184,7 @@ def test_profile_change_changes_the_engine_key(project):
     ("engine.optimization_level=9", "optimization_level 9 is out of range"),
     ('engine.targets=["sm90"]', "target 'sm90' is not available"),
     ('engine.refit="yes"', "cannot build refittable engines"),
-    ("engine.colour=3", "unknown setting(s) colour"),
+    ("engine.colour=3", "unknown setting [engine] colour"),
     ('engine.backend="tensorrt"', "'tensorrt' is not installed"),
 ])
 def test_bad_engine_settings_are_one_clear_line(project, setting, message):

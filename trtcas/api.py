@@ -9,6 +9,7 @@ the output directory.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,8 +21,11 @@ from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.tiered import TieredStore
-from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
+from trtcas.config import DEFAULT_TARGET, Overrides, TargetConfig, load_config
+from trtcas.errors import TrtcasError
+from trtcas.graph.context import NullObserver
 from trtcas.graph.dag import build_graph, plan_actions, select
+from trtcas.graph.interrupt import reset_cancel
 from trtcas.graph.fingerprint import collect_fingerprint
 from trtcas.graph.history import save_build
 from trtcas.graph.outputs import OUTPUT_FORMATS
@@ -38,6 +42,30 @@ def plan_target(config: TargetConfig, wanted: Iterable[str] = ()) -> tuple[nx.Di
     """The (selected) action graph of a target, and the planner's notes."""
     planned = plan_actions(config.data, config.base_dir)
     return select(build_graph(planned.actions), wanted), planned.notes
+
+
+def notes_to_say(planned_notes: tuple[str, ...], for_rules: tuple[str, ...], records: Iterable[ActionRecord]) -> tuple[str, ...]:
+    """A planner's notes, only when an action of the rules they concern ran (not on a no-op)."""
+    if not for_rules:
+        return planned_notes
+    ran = any(r.rule in for_rules and r.status in ("built", "failed", "would-build") for r in records)
+    return planned_notes if ran else ()
+
+
+def check_writable(path: Path, what: str, fix: str) -> None:
+    """Fail before any build when ``path`` (a file or dir to be created) cannot be written:
+    its nearest existing ancestor must be a writable directory, and it not a non-directory
+    in the way."""
+    path = Path(path).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise TrtcasError(f"{what} {path} cannot be created: {probe} is a file, not a directory; {fix}")
+    if probe == path:
+        return
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TrtcasError(f"{what} {path} cannot be created: {probe} is not writable; {fix}")
 
 
 def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
@@ -62,24 +90,39 @@ def build(
     scheduler: str = "threads",
     dry_run: bool = False,
     profile: str | Path | None = None,
-    overrides: Iterable[str] = (),
+    overrides: Overrides = (),
     remote: str | None = None,
     remote_upload: bool = True,
     fingerprint_overrides: Mapping[str, Any] | None = None,
     reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back."""
+    """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back.
+
+    ``overrides`` change target-file values: ``{"engine.optimization_level": 5}`` or
+    ``["engine.optimization_level=5"]`` (as ``--set``). ``reporter`` hears about actions
+    starting and finishing, and, if it has ``log``/``progress`` methods, about what they log
+    and how far they are (see graph.context.ActionObserver).
+    """
     start = time.perf_counter()
+    reset_cancel()
     config = load_config(target, overrides)
-    graph, notes = plan_target(config, actions)
+    planned = plan_actions(config.data, config.base_dir)
+    graph = select(build_graph(planned.actions), actions)
+    if hasattr(reporter, "planned"):
+        reporter.planned(graph.number_of_nodes())
+    if not dry_run:
+        check_writable(config.output_dir, "output dir", "set [output] dir to a directory you can write")
+    if profile:
+        check_writable(Path(profile), "--profile file", "name a file in a directory you can write")
     store = ContentStore(cache_dir)
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
     tier = make_tier(store, remote, remote_upload)
     warnings: list[str] = []
+    observer = reporter if hasattr(reporter, "log") and hasattr(reporter, "progress") else NullObserver()
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
-        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier)
+        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier, observer=observer)
         records = open_scheduler(scheduler, jobs=jobs).execute(graph, runner, dry_run, reporter or NullReporter())
-        failed = [r for r in records if r.status == "failed"]
+        failed = [r for r in records if r.status in ("failed", "cancelled")]
         outputs: dict[str, str] = {}
         try:
             if not failed and not dry_run:
@@ -103,7 +146,8 @@ def build(
         write_trace(profile, runner.spans, time.time() - (time.perf_counter() - start))
     return BuildResult(
         target=config.name, ok=not failed, seconds=time.perf_counter() - start, actions=tuple(records),
-        outputs=outputs, warnings=tuple(warnings), notes=notes, error=failed[0].error if failed else None,
+        outputs=outputs, warnings=tuple(warnings), notes=notes_to_say(planned.notes, planned.notes_for_rules, records),
+        error=(failed[0].error or failed[0].reason) if failed else None,
         dry_run=dry_run,
     )
 

@@ -165,9 +165,13 @@ def get(digest: str, output: Path, cache_dir: Path | None) -> None:
     click.echo(f"{output} ({method})", err=True)
 
 
-# ---- build / graph / explain / env -------------------------------------------------------
+# ---- build / status / graph / explain / log / env -----------------------------------------
 def target_argument(func):
     return click.argument("target", required=False, default="trtcas.toml", type=click.Path(path_type=Path))(func)
+
+
+def targets_argument(func):
+    return click.argument("words", nargs=-1, metavar="[TARGET]... [ACTION]...")(func)
 
 
 def set_option(func):
@@ -185,48 +189,129 @@ def remote_options(func):
 
 
 def split_target(target: Path, names: tuple[str, ...]) -> tuple[Path, tuple[str, ...]]:
-    """``trtcas build engine`` means an action named 'engine' of ./trtcas.toml, not a file."""
-    if target.suffix != ".toml" and not target.is_dir() and not target.exists():
-        return Path("trtcas.toml"), (str(target), *names)
-    return target, names
+    """``trtcas explain engine`` means an action named 'engine' of ./trtcas.toml, not a file."""
+    from trtcas.config import find_targets
+
+    targets, actions = find_targets((str(target), *names))
+    if len(targets) > 1:
+        raise TrtcasError(f"this command takes one target file, not {len(targets)}")
+    return targets[0], actions
+
+
+def log_command(target: Path, action_id: str) -> str:
+    """The command that prints ``action_id``'s log (said in error messages)."""
+    import shlex
+
+    where = [] if target == Path("trtcas.toml") else [shlex.quote(str(target))]
+    return " ".join(["trtcas", "log", *where, shlex.quote(action_id)])
+
+
+def print_summary(target: Path, result, dry_run: bool, said: set[str]) -> None:
+    """Notes and warnings (each once per run), the verdict line, and each failure once."""
+    for prefix, lines in (("note", result.notes), ("warning", result.warnings)):
+        for line in lines:
+            if line not in said:
+                said.add(line)
+                click.echo(f"{prefix}: {line}", err=True)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
+    verdict = "dry run" if dry_run else ("ok" if result.ok else ("CANCELLED" if result.cancelled else "FAILED"))
+    click.echo(f"{result.target}: {verdict} in {result.seconds:.2f}s ({counts})", err=True)
+
+
+def print_failures(target: Path, result) -> None:
+    for record in result.actions:
+        if record.status == "failed":
+            hint = f" (its log: {log_command(target, record.id)})" if record.log else ""
+            click.echo(f"trtcas: error: {record.error}{hint}", err=True)
+    if not result.ok and not any(r.status == "failed" for r in result.actions) and not result.cancelled:
+        click.echo(f"trtcas: error: {result.error}", err=True)
 
 
 @cli.command()
-@target_argument
-@click.argument("action_names", nargs=-1, metavar="[ACTION]...")
+@targets_argument
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=2, show_default=True, help="Actions run in parallel.")
 @click.option("--dry-run", is_flag=True, help="Say what would run; run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (no progress).")
+@click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (a list for several targets; no progress).")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace (open in Perfetto).")
+@click.option("-k", "--keep-going", is_flag=True, help="With several targets, build the others after one fails.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream every action's log (TensorRT's builder log) while it runs.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @set_option
 @remote_options
 @cache_dir_option
-def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remote, remote_upload, cache_dir):
-    """Build TARGET (default ./trtcas.toml); with ACTION ids or rule names, only those and
-    what they depend on."""
+def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, overrides, remote, remote_upload, cache_dir):
+    """Build TARGETs (trtcas.toml files, or directories of them; default ./trtcas.toml); with
+    ACTION ids or rule names, only those and what they depend on. Ctrl-C cancels (exit 130)."""
     from trtcas.api import build as run_build
+    from trtcas.config import find_targets
+    from trtcas.graph.interrupt import cancel_on_sigint
     from trtcas.progress import ActionProgress
 
-    target, action_names = split_target(target, action_names)
-    with ActionProgress(enabled=not as_json) as progress:
-        result = run_build(
-            target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
-            overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,
-        )
+    targets, action_names = find_targets(words)
+    if profile and len(targets) > 1:
+        raise TrtcasError("--profile takes one target; build the targets one at a time to profile them")
+    results, said, failed = [], set(), False
+    with ActionProgress(enabled=not as_json, quiet=quiet, verbose=verbose) as progress, \
+            cancel_on_sigint(lambda text: click.echo(f"trtcas: {text}", err=True)):
+        for target in targets:
+            progress.begin(str(target))
+            try:
+                result = run_build(
+                    target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
+                    overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,
+                )
+            except TrtcasError as exc:
+                if len(targets) == 1 or not keep_going:
+                    raise
+                click.echo(f"trtcas: error: {target}: {exc}", err=True)
+                failed = True
+                continue
+            results.append(result)
+            if not as_json:
+                if not quiet:
+                    print_summary(target, result, dry_run, said)
+                print_failures(target, result)
+            failed = failed or not result.ok
+            if result.cancelled or (not result.ok and not keep_going):
+                break
     if as_json:
-        click.echo(result.to_json())
-    else:
-        for note in result.notes:
-            click.echo(f"note: {note}", err=True)
-        for warning in result.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
-        verdict = "dry run" if dry_run else ("ok" if result.ok else "FAILED")
-        click.echo(f"{result.target}: {verdict} in {result.seconds:.2f}s ({counts})", err=True)
-    if not result.ok:
-        if not as_json:
-            click.echo(f"trtcas: error: {result.error}", err=True)
+        click.echo(results[0].to_json() if len(targets) == 1 else json.dumps([r.to_dict() for r in results], indent=2, sort_keys=True))
+    if any(r.cancelled for r in results):
+        click.echo("trtcas: cancelled", err=True)
+        sys.exit(130)
+    if failed:
         sys.exit(1)
+
+
+@cli.command()
+@targets_argument
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@set_option
+@remote_options
+@cache_dir_option
+def status(words, as_json, overrides, remote, remote_upload, cache_dir):
+    """Per action of each TARGET: up to date, or would run and why (one line each)."""
+    from trtcas.api import build as run_build
+    from trtcas.config import find_targets, load_config
+    from trtcas.graph.explain import status_lines
+
+    targets, action_names = find_targets(words)
+    store = open_store(cache_dir)
+    report = []
+    for target in targets:
+        config = load_config(target, overrides)
+        result = run_build(target, action_names, cache_dir=cache_dir, dry_run=True, overrides=overrides,
+                           remote=remote, remote_upload=False)
+        report.append((config.name, status_lines(store, config.slug, result)))
+    if as_json:
+        echo_json([{"target": name, "actions": [s.to_dict() for s in lines]} for name, lines in report])
+        return
+    for name, lines in report:
+        if len(report) > 1:
+            click.echo(f"{name}:")
+        width = max((len(s.action_id) for s in lines), default=0)
+        for s in lines:
+            click.echo(f"{'  ' if len(report) > 1 else ''}{s.action_id:<{width}}  {s.text()}")
 
 
 @cli.command()
@@ -255,11 +340,12 @@ def graph(target, fmt, status, overrides, remote, remote_upload, cache_dir):
 @target_argument
 @click.argument("action", required=False)
 @click.option("--dry-run", is_flag=True, help="Explain what would re-run now, against the last build.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--all", "show_all", is_flag=True, help="Also list the actions that did not re-run.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: per action, entries of component/before/after/detail.")
 @set_option
 @remote_options
 @cache_dir_option
-def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, cache_dir):
+def explain(target, action, dry_run, show_all, as_json, overrides, remote, remote_upload, cache_dir):
     """Why did actions of the last build re-run (or, with --dry-run, why would they now)?"""
     from trtcas.api import build as run_build
     from trtcas.config import load_config
@@ -282,13 +368,44 @@ def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, 
     explanations = explain_builds(old, new, RULES, store.blobs, only=action)
     if action and not explanations:
         raise TrtcasError(f"no action or rule named {action!r} in the last build of {config.name}")
+    if not (show_all or action):
+        explanations = [e for e in explanations if e.ran]
     if as_json:
-        echo_json([{"action": e.action_id, "status": e.status, "why": list(e.lines)} for e in explanations])
+        echo_json([e.to_dict() for e in explanations])
         return
+    if not explanations:
+        click.echo(f"{config.name}: nothing re-ran (every action was a cache hit); --all lists them")
     for e in explanations:
         click.echo(f"{e.action_id}: {e.status}")
         for line in e.lines:
             click.echo(f"    {line}")
+
+
+@cli.command(name="log")
+@click.argument("words", nargs=-1, required=True, metavar="[TARGET] ACTION")
+@cache_dir_option
+def log_(words, cache_dir):
+    """The log of ACTION's last run in the last build of TARGET (failed runs included):
+    for an engine, TensorRT's builder log."""
+    from trtcas.cas.digest import Digest
+    from trtcas.config import find_targets, load_config
+    from trtcas.graph.history import load_build
+
+    targets, names = find_targets(words)
+    if len(targets) != 1 or len(names) != 1:
+        raise TrtcasError("give one action id (and optionally one target file), e.g. trtcas log 'engine[rank0]'")
+    config = load_config(targets[0])
+    store = open_store(cache_dir)
+    last = load_build(store.root, config.slug, "last")
+    if last is None:
+        raise TrtcasError(f"no build of {config.name} is recorded in {store.root}; run `trtcas build` first")
+    record = last.get(names[0]) or next((r for r in last.values() if r.get("rule") == names[0]), None)
+    if record is None:
+        raise TrtcasError(f"no action {names[0]!r} in the last build of {config.name}; actions: {', '.join(last)}")
+    if not record.get("log"):
+        raise TrtcasError(f"{record['id']} left no log in its last run ({record['status']}); "
+                          "only actions that ran (or whose cached result was built with a log) have one")
+    click.echo(store.blobs.get_bytes(Digest.parse(record["log"])).decode(errors="replace"))
 
 
 @cli.command()
@@ -322,13 +439,32 @@ def setup_logging() -> None:
     root.propagate = False
 
 
+def report_error(exc: BaseException) -> int:
+    """Every error a user can cause, as one ``trtcas: error:`` line; returns the exit status.
+    Anything not handled here is a bug and keeps its traceback."""
+    if isinstance(exc, click.ClickException):
+        exc.show()
+        return exc.exit_code
+    if isinstance(exc, (click.Abort, KeyboardInterrupt)):
+        click.echo("trtcas: interrupted", err=True)
+        return 130
+    if isinstance(exc, TrtcasError):
+        click.echo(f"trtcas: error: {exc}", err=True)
+        return 1
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"trtcas: error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
+        return 1
+    raise exc
+
+
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     try:
-        cli.main(args=argv, prog_name="trtcas")
-    except TrtcasError as exc:
-        click.echo(f"trtcas: error: {exc}", err=True)
-        sys.exit(1)
+        code = cli.main(args=argv, prog_name="trtcas", standalone_mode=False)
+    except (click.ClickException, click.Abort, KeyboardInterrupt, TrtcasError, OSError) as exc:
+        code = report_error(exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Mapping, Protocol
 
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
@@ -20,18 +21,40 @@ from trtcas.cas.digest import Digest
 from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey
+from trtcas.graph.interrupt import BuildCancelled, cancel_requested, track_scratch, untrack_scratch
 from trtcas.graph.rule import RuleRegistry
 
 
 class ActionFailed(TrtcasError):
-    """A rule raised; the message names the action."""
+    """A rule raised; the message names the action. ``log`` is the digest of what the rule
+    logged before it failed (kept in the cache, for ``trtcas log``)."""
+
+    def __init__(self, message: str, log: Digest | None = None):
+        super().__init__(message)
+        self.log = log
+
+
+class ActionObserver(Protocol):
+    """Who hears about a running rule: its log lines (``-v`` streams them) and the progress
+    it reports (TensorRT's builder phases). The CLI's progress display is one."""
+
+    def log(self, action_id: str, line: str) -> None: ...
+    def progress(self, action_id: str, phase: str, step: int, total: int) -> None: ...
+
+
+class NullObserver:
+    def log(self, action_id: str, line: str) -> None:
+        pass
+
+    def progress(self, action_id: str, phase: str, step: int, total: int) -> None:
+        pass
 
 
 class StoreRunContext:
     """The RunContext (see graph.rule.RunContext) of a rule running against a local store."""
 
     def __init__(self, action: Action, store: ContentStore, sources: Mapping[str, Path],
-                 digests: Mapping[str, Digest], scratch: Path):
+                 digests: Mapping[str, Digest], scratch: Path, observer: ActionObserver | None = None):
         self.action_id = action.id
         self.params = action.params
         self.scratch = scratch
@@ -40,6 +63,7 @@ class StoreRunContext:
         self._sources = sources
         self._digests = digests
         self.lines: list[str] = []
+        self._observer = observer or NullObserver()
 
     def input_digest(self, name: str) -> Digest:
         return self._digests[name]
@@ -71,32 +95,65 @@ class StoreRunContext:
 
     def log(self, message: str) -> None:
         self.lines.append(message)
+        self._observer.log(self.action_id, message)
+
+    def progress(self, phase: str, step: int, total: int) -> None:
+        """Step ``step`` of ``total`` of a named phase (a bar on the terminal)."""
+        self._observer.progress(self.action_id, phase, step, total)
+
+    def cancelled(self) -> bool:
+        """True once the build was cancelled: a long-running rule should stop."""
+        return cancel_requested()
 
 
 def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest], sources: Mapping[str, Path],
-                   store: ContentStore, registry: RuleRegistry) -> ActionResult:
+                   store: ContentStore, registry: RuleRegistry, observer: ActionObserver | None = None) -> ActionResult:
     """Run ``action``'s rule against ``store``; store its outputs and log; return the result
-    (not yet recorded in the action cache: the caller does that under the key lock)."""
+    (not yet recorded in the action cache: the caller does that under the key lock). A rule
+    that fails still leaves its log in the store (``ActionFailed.log``)."""
     rule = registry.get(action.rule)
     store.layout.tmp_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.layout.tmp_root))
-    context = StoreRunContext(action, store, sources, digests, scratch)
+    track_scratch(scratch)
+    context = StoreRunContext(action, store, sources, digests, scratch, observer)
     start = time.perf_counter()
     try:
         try:
             produced = rule.run(context)
-        except TrtcasError as exc:
-            raise ActionFailed(str(exc)) from exc
-        outputs = {name: _store_output(store, value) for name, value in produced.items()}
-        _check_sources_unchanged(store, sources, digests)
+            outputs = {name: _store_output(store, value) for name, value in produced.items()}
+            _check_sources_unchanged(store, sources, digests)
+        except BuildCancelled:
+            raise
+        except Exception as exc:
+            raise _failure(exc, context, store) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    log_digest = store.blobs.put_bytes("\n".join(context.lines).encode()) if context.lines else None
+        untrack_scratch(scratch)
+    log_digest = _store_log(store, context.lines)
     metadata = {"action_id": action.id, "rule": rule.name, "rule_version": rule.version}
     return ActionResult(
         outputs=outputs, duration_s=time.perf_counter() - start,
         fingerprint=key.components.get("env", {}), log=log_digest, metadata=metadata,
     )
+
+
+def _store_log(store: ContentStore, lines: list[str]) -> Digest | None:
+    return store.blobs.put_bytes("\n".join(lines).encode()) if lines else None
+
+
+def _failure(exc: Exception, context: StoreRunContext, store: ContentStore) -> ActionFailed:
+    """The rule's error with its log kept; an unexpected exception keeps its traceback
+    in that log (the one-line message stays readable)."""
+    if not isinstance(exc, TrtcasError):
+        context.lines.append("".join(traceback.format_exception(exc)).rstrip())
+        message = f"{type(exc).__name__}: {exc}"
+    else:
+        message = str(exc)
+    try:
+        log = _store_log(store, context.lines)
+    except Exception:  # a full disk must not hide the rule's own error
+        log = None
+    return ActionFailed(message, log=log)
 
 
 def _store_output(store: ContentStore, value: Any) -> Digest:

@@ -9,7 +9,7 @@ edges run producer -> consumer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -28,6 +28,9 @@ class PlannedTarget:
 
     actions: tuple[Action, ...]
     notes: tuple[str, ...] = ()
+    # Say the notes only when an action of one of these rules runs (empty: always), so a
+    # no-op build is quiet.
+    notes_for_rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Planner:
     name: str
     applies: Callable[[Mapping[str, Any]], bool]
     plan: Callable[[Mapping[str, Any], Path], PlannedTarget]
+    # The target-file sections and keys this planner reads (section -> key names), so that
+    # trtcas.config rejects any other with a "did you mean". Adding a key is adding it here.
+    schema: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Dotted keys whose presence selects this planner (e.g. "model.onnx"); named when a
+    # target file selects two planners at once.
+    selectors: tuple[str, ...] = ()
 
 
 PLANNERS: Registry[Planner] = Registry("planner", entry_point_group="trtcas.planners")
@@ -72,13 +81,41 @@ def _explicit_actions(config: Mapping[str, Any]) -> list[Action]:
     return actions
 
 
+# Explicit ``[[action]]`` target files (checked further in _explicit_actions).
+EXPLICIT_SCHEMA: Mapping[str, frozenset[str]] = {"action": frozenset({"id", "rule", "params", "inputs", "materialize"})}
+
+
+def _selected(config: Mapping[str, Any], planner: Planner) -> list[str]:
+    found = []
+    for dotted in planner.selectors:
+        section, _, key = dotted.partition(".")
+        table = config.get(section)
+        if isinstance(table, Mapping) and key in table:
+            found.append(f"[{section}] {key}")
+    return found
+
+
+def target_planner(config: Mapping[str, Any]) -> Planner | None:
+    """The one planner whose sections ``config`` uses; None for ``[[action]]`` files or when
+    none applies. Two at once (``onnx`` and ``hf`` in one [model]) is an error."""
+    if "action" in config:
+        return None
+    planners = PLANNERS.all()
+    matching = [planners[name] for name in sorted(planners) if planners[name].applies(config)]
+    if len(matching) > 1:
+        said = [s for p in matching for s in _selected(config, p)] or [p.name for p in matching]
+        raise TrtcasError(f"{' and '.join(said)} cannot be used together: a target file builds one model; "
+                          "keep one (or write a target file per model)")
+    return matching[0] if matching else None
+
+
 def plan_actions(config: Mapping[str, Any], base_dir: Path) -> PlannedTarget:
     if "action" in config:
         return PlannedTarget(tuple(_explicit_actions(config)))
+    planner = target_planner(config)
+    if planner is not None:
+        return planner.plan(config, base_dir)
     planners = PLANNERS.all()
-    for name in sorted(planners):
-        if planners[name].applies(config):
-            return planners[name].plan(config, base_dir)
     kinds = ", ".join(planners) or "none registered"
     raise TrtcasError(f"the target file describes no build: add [[action]] tables or a [model] section (planners: {kinds})")
 

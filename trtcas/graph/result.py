@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 # built: ran here; cached: local action-cache hit; remote: hit in the remote cache;
 # shared: same key as another action of this build, which ran once for both;
-# would-build: --dry-run says it would run; failed; skipped: not run because a dependency failed.
-STATUSES = ("built", "cached", "remote", "shared", "would-build", "failed", "skipped")
+# would-build: --dry-run says it would run; failed; skipped: not run because a dependency failed;
+# cancelled: stopped or never started because the build was cancelled (Ctrl-C).
+STATUSES = ("built", "cached", "remote", "shared", "would-build", "failed", "skipped", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ActionRecord:
     # Failed because a cached blob it needed was corrupt or gone: it has been quarantined,
     # so running the build again rebuilds it instead of failing.
     retryable: bool = False
+    log: str | None = None  # digest of the rule's log (its last run; failed runs too): `trtcas log`
 
     def to_dict(self, with_components: bool = False) -> dict[str, Any]:
         data = {
@@ -38,6 +40,8 @@ class ActionRecord:
             data["error"] = self.error
         if self.reason:
             data["reason"] = self.reason
+        if self.log:
+            data["log"] = self.log
         if with_components:
             data["key_components"] = self.key_components
         return data
@@ -54,6 +58,11 @@ class BuildResult:
     notes: tuple[str, ...] = ()
     error: str | None = None
     dry_run: bool = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the build was cancelled (Ctrl-C) before it finished."""
+        return any(r.status == "cancelled" for r in self.actions)
 
     def action(self, action_id: str) -> ActionRecord:
         for record in self.actions:

@@ -37,7 +37,8 @@ from trtcas.cas.tiered import TieredStore
 from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey, compute_key
-from trtcas.graph.context import ActionFailed, run_invocation
+from trtcas.graph.context import ActionFailed, ActionObserver, NullObserver, run_invocation
+from trtcas.graph.interrupt import BuildCancelled, raise_if_cancelled
 from trtcas.graph.fingerprint import Fingerprint, collect_fingerprint
 from trtcas.graph.records import Span
 from trtcas.graph.result import ActionRecord
@@ -113,12 +114,14 @@ class ActionRunner:
         fingerprint: Fingerprint | None = None,
         tier: ActionCacheTier | None = None,
         registry: RuleRegistry = RULES,
+        observer: ActionObserver | None = None,
     ):
         self.store = store
         self.base_dir = Path(base_dir)
         self.fingerprint = fingerprint or collect_fingerprint()
         self.tier = tier or TieredStore(store)
         self.registry = registry
+        self.observer = observer or NullObserver()
         self.spans: list[Span] = []
         self._inflight: dict[str, Future] = {}
         self._inflight_lock = threading.Lock()
@@ -128,13 +131,17 @@ class ActionRunner:
 
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
-                              {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry)
+                              {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry,
+                              self.observer)
 
     # ---- one action, timed and recorded -------------------------------------------------
     def run(self, action: Action, dry_run: bool = False, invoke: Invoke | None = None) -> ActionRecord:
         start = time.perf_counter()
         try:
             outcome = self._outcome(action, dry_run, invoke or self.local_invoke)
+        except BuildCancelled:
+            self._span(action, "cancelled", start)
+            return ActionRecord(action.id, action.rule, "cancelled", time.perf_counter() - start, reason="cancelled")
         except Exception as exc:
             message = str(exc) if isinstance(exc, TrtcasError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TrtcasError):
@@ -142,7 +149,8 @@ class ActionRunner:
             self._span(action, "failed", start)
             lost_blob = isinstance(exc, BlobNotFound) or isinstance(exc.__cause__, BlobNotFound)
             return ActionRecord(action.id, action.rule, "failed", time.perf_counter() - start,
-                                error=f"{action.id}: {message}", retryable=lost_blob)
+                                error=f"{action.id}: {message}", retryable=lost_blob,
+                                log=str(exc.log) if getattr(exc, "log", None) else None)
         self._outcomes[action.id] = outcome
         self._span(action, outcome.status, start)
         outputs = {n: str(d) for n, d in outcome.result.outputs.items()} if outcome.result else {}
@@ -151,6 +159,7 @@ class ActionRunner:
             key=str(outcome.key) if outcome.key else None,
             inputs={n: str(d) for n, d in outcome.inputs.items()}, outputs=outputs, reason=outcome.reason,
             key_components=outcome.key.components if outcome.key else None,
+            log=str(outcome.result.log) if outcome.result and outcome.result.log else None,
         )
 
     def _span(self, action: Action, status: str, start: float) -> None:
@@ -213,6 +222,7 @@ class ActionRunner:
             return hit[1], hit[0]
         if dry_run:
             return "would-build", None
+        raise_if_cancelled()
         with key_lock(self.store, key):
             again = self.store.actions.get(key, count=False)  # another process may have built it meanwhile
             if again is not None:

@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import networkx as nx
 
+from trtcas.graph.interrupt import cancel_requested
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.runner import ActionRunner, Invoke
 from trtcas.graph.schedulers import Reporter
@@ -47,7 +48,7 @@ class ThreadScheduler:
                     node = running.pop(future)
                     records[node] = record = future.result()
                     reporter.finished(record)
-                    if record.status == "failed":
+                    if record.status in ("failed", "cancelled"):
                         failed = True
                         continue
                     for succ in sorted(graph.successors(node)):
@@ -57,6 +58,8 @@ class ThreadScheduler:
         for node in order:
             if node not in records:
                 action = graph.nodes[node]["action"]
-                records[node] = ActionRecord(action.id, action.rule, "skipped", reason="a dependency failed")
+                status, reason = ("cancelled", "the build was cancelled") if cancel_requested() else \
+                    ("skipped", "a dependency failed")
+                records[node] = ActionRecord(action.id, action.rule, status, reason=reason)
                 reporter.finished(records[node])
         return [records[n] for n in order]

@@ -32,9 +32,10 @@ from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
 from trtcas.rules.formats.tensors import store_tensors
-from trtcas.rules.trt.engine_actions import engine_actions, engine_settings
+from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, engine_actions, engine_settings
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
+PARALLEL_KEYS = {"tp", "pp"}
 
 
 # ---- rules ----------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
     if ("hf" in model) == ("checkpoint" in model):
         raise TrtcasError("[model]: give exactly one of hf = \"<HF checkpoint dir>\" or checkpoint = \"<TensorRT-LLM checkpoint dir>\"")
     parallel = dict(config.get("parallel", {}))
-    unknown = set(parallel) - {"tp", "pp"}
+    unknown = set(parallel) - PARALLEL_KEYS
     if unknown:
         raise TrtcasError(f"[parallel]: unknown setting(s) {', '.join(sorted(unknown))}; known: tp, pp")
     settings = {
@@ -121,6 +122,9 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     model = _model_settings(config, base)
     settings = engine_settings(config)
+    if model["tp"] > 1 and "{rank}" not in settings.engine_name:
+        raise TrtcasError(f"[output] engine = {settings.engine_name!r} names one file for {model['tp']} ranks; "
+                          "put {rank} in it")
     shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}
     engine_params = {**settings.engine_params(), "source": "trtllm", **shapes}
     actions = []
@@ -135,7 +139,11 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     if not settings.refittable and model["tp"] > 1:
         notes += (f"each of the {model['tp']} ranks builds its own engine because weights are embedded; "
                   "with a refit-capable backend, ranks with equal structure share one build",)
-    return PlannedTarget(tuple(actions), notes)
+    return PlannedTarget(tuple(actions), notes, notes_for_rules=("trt.engine",))
 
 
-PLANNER = Planner("llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm)
+PLANNER = Planner(
+    "llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm,
+    schema={"model": frozenset(MODEL_KEYS), "parallel": frozenset(PARALLEL_KEYS), **ENGINE_SCHEMA},
+    selectors=("model.hf", "model.checkpoint"),
+)

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
-from trtcas.rules.trt.engine_actions import engine_actions, engine_settings, spec_params
+from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, engine_actions, engine_settings, spec_params
 
 
 def external_data_files(onnx_path: Path) -> list[str]:
@@ -54,7 +54,10 @@ def plan_onnx(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     profiles = spec_params(settings.spec)["profiles"]
     network = Action("network[rank0]", "trt.network", {**settings.common_params, "profiles": profiles}, network_inputs)
     actions = [network] + engine_actions(settings, 0, network, {"onnx": InputRef(path=onnx_rel)}, settings.engine_params())
-    return PlannedTarget(tuple(actions), () if settings.refittable else (settings.why,))
+    return PlannedTarget(tuple(actions), () if settings.refittable else (settings.why,), notes_for_rules=("trt.engine",))
 
 
-PLANNER = Planner("onnx", lambda c: isinstance(c.get("model"), dict) and "onnx" in c["model"], plan_onnx)
+PLANNER = Planner(
+    "onnx", lambda c: isinstance(c.get("model"), dict) and "onnx" in c["model"], plan_onnx,
+    schema={"model": frozenset({"onnx"}), **ENGINE_SCHEMA}, selectors=("model.onnx",),
+)

@@ -231,11 +231,15 @@ def _capturing_logger_class(trt: ModuleType) -> type:
                 raise TrtcasError(f"unknown log severity {min_severity!r}; use one of: {', '.join(_SEVERITY_ORDER)}")
             self._max_rank = _SEVERITY_ORDER.index(min_severity)
             self.lines: list[str] = []
+            self.forward = None  # optional callable(line): an action's log, live (`build -v`)
 
         def log(self, severity, msg):  # noqa: D102 (TensorRT's callback)
             name = severity.name.lower()
             if _SEVERITY_ORDER.index(name) <= self._max_rank:
-                self.lines.append(f"[{_SEVERITY_TAG[name]}] {msg}")
+                line = f"[{_SEVERITY_TAG[name]}] {msg}"
+                self.lines.append(line)
+                if self.forward is not None:
+                    self.forward(line)
 
         def errors(self, since: int = 0) -> list[str]:
             """Error lines logged since index ``since`` (TensorRT's own wording)."""

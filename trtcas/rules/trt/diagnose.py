@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from trtcas.errors import TrtcasError
+from trtcas.graph.interrupt import BuildCancelled
 from trtcas.rules.messages import name_list, require, tidy_message
 from trtcas.rules.trt.backend import Backend
 from trtcas.rules.trt.engine import EnginePlan, EngineSpec, build_plan, resolved_targets
@@ -46,6 +47,8 @@ def build_with_diagnosis(backend: Backend, network: ParsedNetwork, spec: EngineS
     mark = len(network.logger.lines)
     try:
         return build(backend, network, spec, refittable)
+    except BuildCancelled:
+        raise
     except TrtcasError as exc:
         errors = network.logger.errors(mark)
         if refittable or spec.strip_weights or not errors:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from trtcas.errors import TrtcasError
+from trtcas.graph.interrupt import BuildCancelled
 from trtcas.rules.messages import require, tidy_message
 from trtcas.rules.trt.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend
+from trtcas.rules.trt.monitor import progress_monitor
 from trtcas.rules.trt.network import ParsedNetwork, Profile, apply_profiles
 
 PRECISIONS = ("fp32",) + tuple(PRECISION_FLAGS)
@@ -182,10 +184,15 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
     _configure(config, spec, backend, refittable)
     apply_profiles(parsed, config, spec.profiles)
     effective = _describe(config, spec, backend, refittable)
+    monitor = progress_monitor(backend.trt)  # progress bar and Ctrl-C (see rules.trt.monitor)
+    if monitor is not None:
+        config.progress_monitor = monitor
     mark = len(parsed.logger.lines)
     start = time.perf_counter()
     serialized = parsed.builder.build_serialized_network(parsed.network, config)
     seconds = time.perf_counter() - start
+    if serialized is None and monitor is not None and monitor.cancelled:
+        raise BuildCancelled(f"building {parsed.source} was cancelled")
     if serialized is None:
         raise TrtcasError(_build_failure(backend, parsed, spec, refittable, parsed.logger.errors(mark)))
     return EnginePlan(plan=bytes(memoryview(serialized)), log=tuple(parsed.logger.lines[mark:]),
@@ -279,7 +286,7 @@ def _build_failure(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, re
         return (f"building {parsed.source} failed: Myelin needed a GPU on this GPU-less machine; "
                 "build on a supported GPU")
     last = " | ".join(tidy_message(e[4:], 300) for e in errors[-2:]) or "no error was logged"
-    hint = "see the build log"
+    hint = "the builder log has the details"
     if "workspace" in text.lower():
         hint = "raise memory_pool_limits.workspace or leave it at the default"
     elif "nvinfer_lean" in text:

@@ -17,6 +17,12 @@ ENGINE_KEYS = {
     "backend", "precision", "optimization_level", "targets", "refit", "strip_weights", "profiles",
     "memory_pool_limits", "tactic_sources", "hardware_compatibility", "version_compatible", "exclude_lean_runtime",
 }
+# [output] keys of every engine target: where each rank's plan goes under [output] dir.
+OUTPUT_KEYS = {"engine"}
+DEFAULT_ENGINE_NAME = "engines/rank{rank}.engine"
+ENGINE_NAME_FIELDS = ("target", "rank", "backend", "precision", "optimization_level", "targets")
+# The sections every engine planner reads (graph.dag.Planner.schema; trtcas.config checks them).
+ENGINE_SCHEMA = {"engine": frozenset(ENGINE_KEYS), "output": frozenset(OUTPUT_KEYS)}
 
 
 def _table(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -35,6 +41,18 @@ class EngineSettings:
     spec: Any
     refittable: bool
     why: str  # why refittable or not, said once in the build output when weights are embedded
+    engine_name: str = DEFAULT_ENGINE_NAME  # [output] engine: a template of ENGINE_NAME_FIELDS
+    target: str = "target"
+
+    def plan_path(self, rank: int) -> str:
+        """Where rank ``rank``'s plan goes, relative to the output dir (not part of any key)."""
+        from trtcas.rules.trt.engine import resolved_targets
+
+        backend = self.toolchain.backend
+        fields = {"target": self.target, "rank": rank, "backend": backend.flavour, "precision": self.spec.precision,
+                  "optimization_level": self.spec.optimization_level,
+                  "targets": "-".join(resolved_targets(self.spec, backend)) or "native"}
+        return self.engine_name.format(**fields)
 
     @property
     def common_params(self) -> dict[str, Any]:
@@ -68,7 +86,33 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
     toolchain = load_toolchain(backend_name)
     validate_spec(spec, toolchain.backend)
     refittable, why = decide_refittable(spec, toolchain.backend)
-    return EngineSettings(backend_name, toolchain, spec, refittable, why)
+    target = str(_table(config, "target").get("name", "target"))
+    settings = EngineSettings(backend_name, toolchain, spec, refittable, why, _engine_name(config), target)
+    settings.plan_path(0)  # a template naming an unknown field fails here, before any build
+    return settings
+
+
+def _engine_name(config: Mapping[str, Any]) -> str:
+    """``[output] engine``: a relative path template, e.g. ``"{target}-{rank}.engine"``."""
+    import string
+    from pathlib import PurePosixPath
+
+    name = _table(config, "output").get("engine", DEFAULT_ENGINE_NAME)
+    where = f"[output] engine = {name!r}"
+    if not isinstance(name, str) or not name.strip():
+        raise TrtcasError(f"{where}: must be a file name template like \"{{target}}-rank{{rank}}.engine\"")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(name) if f is not None}
+    except ValueError as exc:
+        raise TrtcasError(f"{where}: {exc}; write fields as {{rank}}") from None
+    unknown = fields - set(ENGINE_NAME_FIELDS)
+    if unknown:
+        raise TrtcasError(f"{where}: unknown field {{{sorted(unknown)[0]}}}; use some of: "
+                          + ", ".join(f"{{{f}}}" for f in ENGINE_NAME_FIELDS))
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or name.endswith("/"):
+        raise TrtcasError(f"{where}: must be a file path inside [output] dir (relative, no '..')")
+    return name
 
 
 def spec_params(spec) -> dict[str, Any]:
@@ -84,8 +128,6 @@ def spec_params(spec) -> dict[str, Any]:
     }
 
 
-
-
 def engine_actions(
     settings: EngineSettings, rank: int, network: Action, build_inputs: Mapping[str, InputRef],
     engine_params: Mapping[str, Any],
@@ -95,7 +137,7 @@ def engine_actions(
     def out(name: str) -> InputRef:
         return InputRef(action=network.id, output=name)
 
-    plan_path = f"engines/rank{rank}.engine"
+    plan_path = settings.plan_path(rank)
     inputs = {**build_inputs, "structure": out("structure"), "io": out("io"), "refit_names": out("refit_names")}
     actions = []
     if settings.refittable:

@@ -34,6 +34,7 @@ from trtcas.cas.manifest import TensorManifest
 from trtcas.errors import TrtcasError
 from trtcas.graph.rule import Rule
 from trtcas.rules.formats.tensors import load_tensors
+from trtcas.rules.trt.monitor import monitoring
 from trtcas.rules.trt.sharing import rank_sharing_lines
 from trtcas.rules.trt.sources import load_network
 
@@ -103,13 +104,13 @@ def run_engine(ctx) -> dict[str, Any]:
 
     toolchain = load_toolchain(ctx.params["backend"])
     parsed = load_network(ctx, toolchain).parsed
-    plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
-        toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
-    )
+    parsed.logger.forward = ctx.log  # the builder's own log, live and failed builds included (`trtcas log`)
+    with monitoring(ctx):  # progress bar, and Ctrl-C stops the builder
+        plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
+            toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
+        )
     if plan.effective_config != ctx.params["effective_config"]:
         raise TrtcasError("the builder config differs from the one planned into the key; report this bug")
-    for line in plan.log:
-        ctx.log(line)
     ctx.log(f"built in {plan.seconds:.3f}s, {len(plan.plan)} bytes")
     return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
 
