@@ -9,7 +9,7 @@ the output directory.
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -53,19 +53,23 @@ def notes_to_say(planned_notes: tuple[str, ...], for_rules: tuple[str, ...], rec
 
 
 def check_writable(path: Path, what: str, fix: str) -> None:
-    """Fail before any build when ``path`` (a file or dir to be created) cannot be written:
-    its nearest existing ancestor must be a writable directory, and it not a non-directory
-    in the way."""
+    """Fail before any build when ``path`` (a file or dir to be written) cannot be: a file is
+    created and removed in the nearest existing directory (permission bits say nothing to
+    root, nor about /proc or a read-only mount)."""
     path = Path(path).absolute()
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if probe == path and path.is_dir() != (what == "output dir"):
+        kind = "a directory" if path.is_dir() else "a file"
+        raise TrtcasError(f"{what} {path} is {kind}; {fix}")
     if probe != path and not probe.is_dir():
         raise TrtcasError(f"{what} {path} cannot be created: {probe} is a file, not a directory; {fix}")
-    if probe == path:
-        return
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise TrtcasError(f"{what} {path} cannot be created: {probe} is not writable; {fix}")
+    folder = probe if probe.is_dir() else probe.parent
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise TrtcasError(f"{what} {path} cannot be written ({exc.strerror or exc} in {folder}); {fix}") from None
 
 
 def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:

@@ -452,7 +452,7 @@ def report_error(exc: BaseException) -> int:
         click.echo(f"trtcas: error: {exc}", err=True)
         return 1
     if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
+        where = "".join(f": {name}" for name in (exc.filename, exc.filename2) if name)
         click.echo(f"trtcas: error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
         return 1
     raise exc

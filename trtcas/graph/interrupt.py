@@ -108,6 +108,10 @@ def exit_now(code: int = 130) -> None:
     Nothing half-written becomes visible: results are recorded only after a rule returns,
     and every file is written atomically."""
     remove_live_scratch()
+    try:
+        sys.stderr.write("trtcas: cancelled (the running build step was stopped)\n")
+    except (OSError, ValueError):
+        pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

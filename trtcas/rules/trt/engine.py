@@ -79,6 +79,9 @@ class EngineSpec:
         require(not (self.exclude_lean_runtime and not self.version_compatible),
                  "exclude_lean_runtime = true only applies to version_compatible engines; set both or neither")
         object.__setattr__(self, "targets", _normal_targets(self.targets))
+        example = "[{ x = { min = [1, 8], opt = [4, 8], max = [16, 8] } }]"
+        require(isinstance(self.profiles, (list, tuple)) and all(isinstance(p, (Profile, Mapping)) for p in self.profiles),
+                f"profiles must be a list of tables, one per profile, like {example}; got {self.profiles!r}")
         object.__setattr__(self, "profiles", tuple(p if isinstance(p, Profile) else Profile(p)
                                                    for p in self.profiles))
         object.__setattr__(self, "memory_pool_limits", _normal_pools(self.memory_pool_limits))

@@ -81,7 +81,7 @@ def engine_settings(config: Mapping[str, Any]) -> EngineSettings:
     backend_name = str(table.pop("backend", "auto"))
     try:
         spec = EngineSpec(**table)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # a value of the wrong kind where a check is missing
         raise TrtcasError(f"[engine]: {exc}") from None
     toolchain = load_toolchain(backend_name)
     validate_spec(spec, toolchain.backend)

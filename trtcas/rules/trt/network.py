@@ -97,6 +97,9 @@ class Profile:
         items = self.shapes.items() if isinstance(self.shapes, Mapping) else self.shapes
         normal = []
         for name, rng in items:
+            if not (isinstance(rng, (Mapping, ShapeRange)) or (isinstance(rng, (list, tuple)) and len(rng) == 3)):
+                raise TrtcasError(f"optimization profile input {name!r}: give {{ min = [...], opt = [...], max = [...] }}, "
+                                  f"not {rng!r}")
             if isinstance(rng, Mapping):
                 rng = ShapeRange(rng.get("min", ()), rng.get("opt", ()), rng.get("max", ()))
             elif not isinstance(rng, ShapeRange):
