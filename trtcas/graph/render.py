@@ -51,8 +51,13 @@ def _mermaid_id(action_id: str, ids: dict[str, str]) -> str:
     return ids.setdefault(action_id, f"n{len(ids)}")
 
 
+_MERMAID_ENTITIES = {'"': "#quot;", "<": "#lt;", ">": "#gt;", "|": "#124;", "#": "#35;"}
+
+
 def _mermaid_label(text: str) -> str:
-    return re.sub(r'["\[\]{}()<>|]', "_", text)
+    """Text inside a quoted Mermaid label: brackets and parens are fine there; quotes, angle
+    brackets, pipes and ``#`` become Mermaid entity codes, so labels read as written."""
+    return re.sub(r'["<>|#]', lambda m: _MERMAID_ENTITIES[m.group(0)], text)
 
 
 def to_mermaid(graph: nx.DiGraph, notes: Mapping[str, str] = {}) -> str:
@@ -64,7 +69,7 @@ def to_mermaid(graph: nx.DiGraph, notes: Mapping[str, str] = {}) -> str:
         lines.append(f'    {_mermaid_id(action.id, ids)}["{label}"]')
     for src, dst, data in sorted(graph.edges(data=True)):
         edge = _mermaid_label(data.get("input", ""))
-        lines.append(f"    {_mermaid_id(src, ids)} -->|{edge}| {_mermaid_id(dst, ids)}")
+        lines.append(f'    {_mermaid_id(src, ids)} -->|"{edge}"| {_mermaid_id(dst, ids)}')
     return "\n".join(lines)
 
 
