@@ -1,0 +1,117 @@
+"""The CLI for daily use: status, log, -v/-q, plain output off a terminal, messages once,
+several targets, output names, explain's structured entries, Mermaid labels."""
+
+import json
+import re
+
+import onnx
+import pytest
+from support.targets import conv_project, one_error_line, run_cli
+
+import make_models  # examples/ is on the test path
+
+ANSI = re.compile(r"\x1b\[")
+# Every stderr line a successful build prints: a finished action, a note, the verdict.
+OUR_LINES = re.compile(r"^(\[\d+/\d+\] +\S+  \S+  \d+\.\d\ds.*|note: .*|warning: .*|\S+: ok in .*)$")
+
+
+@pytest.fixture
+def conv(tmp_path):
+    return conv_project(tmp_path / "conv")
+
+
+def cli(root, *args, env=None):
+    return run_cli(*args, "--cache-dir", root.parent / "cache", cwd=root, env=env)
+
+
+def test_status_says_up_to_date_or_why_it_would_run(conv):
+    before = cli(conv, "status")
+    assert before.returncode == 0 and "would run" in before.stdout
+    cli(conv, "build")
+    assert [line.split()[1:] for line in cli(conv, "status").stdout.splitlines()] == [["up", "to", "date"]] * 2
+    changed = cli(conv, "status", "--set", "engine.optimization_level=5").stdout.splitlines()
+    assert changed[0].split()[1:] == ["up", "to", "date"]
+    assert "would run: param effective_config.optimization_level 3 -> 5" in changed[1]
+    onnx.save(make_models.make_conv_block(seed=0, weights_seed=3), str(conv / "model.onnx"))
+    lines = cli(conv, "status").stdout.splitlines()
+    assert "network[rank0]  would run: input `onnx` changed" in lines[0]
+    assert lines[1].startswith("engine[rank0]   would run: input ") and "comes from network[rank0], which would build" in lines[1]
+    data = json.loads(cli(conv, "status", "--json").stdout)
+    assert [a["up_to_date"] for a in data[0]["actions"]] == [False, False]
+
+
+def test_log_shows_the_builder_log_and_failed_builds_keep_theirs(conv):
+    cli(conv, "build")
+    log = cli(conv, "log", "engine[rank0]")
+    assert log.returncode == 0 and "[I] " in log.stdout and "built in" in log.stdout
+    failed = cli(conv, "build", "--set", "engine.memory_pool_limits.workspace=1")
+    line = one_error_line(failed)
+    assert "(its log: trtcas log 'engine[rank0]')" in line
+    log = cli(conv, "log", "engine[rank0]")
+    assert log.returncode == 0 and "[E] " in log.stdout and "workspace" in log.stdout
+    assert "no action 'nope'" in one_error_line(cli(conv, "log", "nope"))
+
+
+def test_verbose_streams_the_tensorrt_log_and_quiet_prints_nothing(conv):
+    verbose = cli(conv, "build", "-v")
+    assert verbose.returncode == 0 and "engine[rank0] | [I] " in verbose.stderr
+    quiet = cli(conv, "build", "-q", "--set", "engine.optimization_level=2")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+@pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1"}])
+def test_off_a_terminal_lines_are_plain_unwrapped_and_each_said_once(conv, env):
+    first = cli(conv, "build", env=env)
+    assert not ANSI.search(first.stderr)
+    lines = first.stderr.splitlines()
+    assert all(OUR_LINES.match(line) for line in lines), lines  # nothing raw from TensorRT
+    assert sum(line.startswith("note: ") for line in lines) == 1 and "[2/2]" in first.stderr
+    noop = cli(conv, "build", env=env)
+    assert "note:" not in noop.stderr  # the refit note only when an engine action runs
+    failed = cli(conv, "build", "--set", "engine.memory_pool_limits.workspace=1", env=env)
+    error = one_error_line(failed)
+    assert len(error) > 100  # one long line, not wrapped at 80 columns
+    assert failed.stderr.count("no tactics to implement") == 1  # the error once, not twice
+    assert not ANSI.search(failed.stderr)
+
+
+def test_several_targets_per_run_with_keep_going(tmp_path):
+    a, b = conv_project(tmp_path / "v/a", name="a"), conv_project(tmp_path / "v/b", name="b")
+    both = run_cli("build", tmp_path / "v", "--cache-dir", tmp_path / "cache", "--json")
+    assert both.returncode == 0
+    assert [r["target"] for r in json.loads(both.stdout)] == ["a", "b"]
+    assert (a / "out/engines/rank0.engine").exists() and (b / "out/engines/rank0.engine").exists()
+    (a / "model.onnx").write_bytes(b"not onnx")
+    stop = run_cli("build", a / "trtcas.toml", b / "trtcas.toml", "--cache-dir", tmp_path / "cache2")
+    assert stop.returncode == 1 and "b: ok" not in stop.stderr
+    keep = run_cli("build", a / "trtcas.toml", b / "trtcas.toml", "-k", "--cache-dir", tmp_path / "cache2")
+    assert keep.returncode == 1 and "b: ok" in keep.stderr and "model.onnx" in keep.stderr
+
+
+def test_engine_names_are_configurable_so_variants_do_not_overwrite(conv):
+    template = 'output.engine="{target}-O{optimization_level}-{targets}-rank{rank}.engine"'
+    for level in (2, 3):
+        assert cli(conv, "build", "--set", template, "--set", f"engine.optimization_level={level}").returncode == 0
+    names = sorted(p.name for p in (conv / "out").glob("*.engine"))
+    assert names == ["conv-O2-sm86-rank0.engine", "conv-O3-sm86-rank0.engine"]
+    build_json = json.loads((conv / "out/build.json").read_text())
+    assert "conv-O3-sm86-rank0.engine" in build_json["outputs"]
+
+
+def test_explain_one_line_per_change_cached_omitted_and_json_entries(conv):
+    cli(conv, "build")
+    cli(conv, "build", "--set", "engine.optimization_level=5")
+    text = cli(conv, "explain").stdout.splitlines()
+    assert text == ["engine[rank0]: built",
+                    "    param effective_config.optimization_level 3 -> 5 (also spec.optimization_level)"]
+    assert "network[rank0]: cached" in cli(conv, "explain", "--all").stdout
+    entries = json.loads(cli(conv, "explain", "--json").stdout)
+    assert entries == [{"action": "engine[rank0]", "status": "built", "changes": [{
+        "component": "param effective_config.optimization_level", "before": 3, "after": 5, "detail": "",
+        "also": ["spec.optimization_level"]}]}]
+
+
+def test_mermaid_labels_read_as_written(conv):
+    out = cli(conv, "graph", "--format", "mermaid").stdout
+    assert 'n0["network[rank0] (trt.network)"]' in out and 'n1["engine[rank0] (trt.engine)"]' in out
+    assert "_rank0_" not in out
