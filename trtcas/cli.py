@@ -254,7 +254,7 @@ def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, ov
     with ActionProgress(enabled=not as_json, quiet=quiet, verbose=verbose) as progress, \
             cancel_on_sigint(lambda text: click.echo(f"trtcas: {text}", err=True)):
         for target in targets:
-            progress.begin(str(target))
+            progress.begin(target.absolute().parent.name if target.name == "trtcas.toml" else str(target))
             try:
                 result = run_build(
                     target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,

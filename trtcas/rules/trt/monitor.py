@@ -41,29 +41,40 @@ def progress_monitor(trt: ModuleType) -> Any | None:
 @functools.cache
 def _monitor_class(trt: ModuleType) -> type:
     class ActionProgressMonitor(trt.IProgressMonitor):
-        """Forwards the top-level phase's progress; says stop once cancelled."""
+        """Reports the outermost phase's steps (the whole build), labelled with the phase
+        running now; says stop once cancelled."""
 
         def __init__(self, ctx: Any):
             trt.IProgressMonitor.__init__(self)
             self.ctx = ctx
             self.cancelled = False
-            self._totals: dict[str, int] = {}
+            self._phases: list[list[Any]] = []  # [name, steps done, steps] from outermost to innermost
 
         def phase_start(self, phase_name, parent_phase, num_steps):  # noqa: D102 (TensorRT's callback)
-            self._totals[phase_name] = int(num_steps)
-            self._report(phase_name, 0)
+            self._phases.append([phase_name, 0, int(num_steps)])
+            self._report()
 
         def step_complete(self, phase_name, step):  # noqa: D102
-            self._report(phase_name, int(step) + 1)
+            for phase in self._phases:
+                if phase[0] == phase_name:
+                    phase[1] = int(step) + 1
+            self._report()
             self.cancelled = self.cancelled or bool(getattr(self.ctx, "cancelled", lambda: False)())
             return not self.cancelled
 
         def phase_finish(self, phase_name):  # noqa: D102
-            self._report(phase_name, self._totals.pop(phase_name, 0))
+            names = [p[0] for p in self._phases]
+            if phase_name in names:
+                del self._phases[len(names) - 1 - names[::-1].index(phase_name):]
+            if self._phases:
+                self._report()
 
-        def _report(self, phase: str, step: int) -> None:
+        def _report(self) -> None:
             report = getattr(self.ctx, "progress", None)
-            if report is not None:
-                report(phase, step, self._totals.get(phase, step))
+            if report is None or not self._phases:
+                return
+            name, done, steps = self._phases[0]
+            label = name if len(self._phases) == 1 else f"{name}: {self._phases[-1][0]}"
+            report(label, done, max(steps, done))
 
     return ActionProgressMonitor
