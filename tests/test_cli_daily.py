@@ -115,3 +115,25 @@ def test_mermaid_labels_read_as_written(conv):
     out = cli(conv, "graph", "--format", "mermaid").stdout
     assert 'n0["network[rank0] (trt.network)"]' in out and 'n1["engine[rank0] (trt.engine)"]' in out
     assert "_rank0_" not in out
+
+
+def test_explain_names_bindings_and_onnx_nodes(conv):
+    from test_pipeline import with_leaky_relu
+
+    model = make_models.make_conv_block(seed=0)
+    onnx.save(with_leaky_relu(model, 0.1), str(conv / "model.onnx"))
+    cli(conv, "build")
+    changed = with_leaky_relu(model, 0.2)
+    changed.graph.input[0].name = "pixels"
+    for node in changed.graph.node:
+        node.input[:] = ["pixels" if name == model.graph.input[0].name else name for name in node.input]
+    onnx.save(changed, str(conv / "model.onnx"))
+    assert cli(conv, "build").returncode == 0
+    why = cli(conv, "explain", "engine[rank0]").stdout
+    assert f"bindings: input 0 renamed {model.graph.input[0].name!r} -> 'pixels'" in why
+    assert "input `io` changed" not in why
+    leaky = next(n for n in changed.graph.node if n.op_type == "LeakyRelu").name
+    assert re.search(rf"network: layer '{re.escape(leaky)}' \(L\d+\) \w+: attribute alpha 0\.1\d* -> 0\.2", why), why
+    entry = json.loads(cli(conv, "explain", "engine[rank0]", "--json").stdout)[0]
+    bindings = next(c for c in entry["changes"] if c["component"] == "bindings")
+    assert bindings["after"]["inputs"] == ["pixels"]

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from trtcas.cas.digest import Digest
 from trtcas.graph.history import load_build
-from trtcas.graph.rule import RULES, RuleRegistry
+from trtcas.graph.rule import RULES, ExplainInput, RuleRegistry
 
 
 def _short(value: Any) -> str:
@@ -54,6 +54,7 @@ class Change:
     after: Any = None
     detail: str = ""
     also: tuple[str, ...] = ()  # other components that changed the same way (said once)
+    replaces: str = ""  # a rule's richer Change said instead of this generic component
 
     def text(self, verb: str = "changed") -> str:
         if self.detail:
@@ -72,6 +73,8 @@ class Change:
         data = {"component": self.component, "before": self.before, "after": self.after, "detail": self.detail}
         if self.also:
             data["also"] = list(self.also)
+        if self.replaces:
+            data["replaces"] = self.replaces
         return data
 
 
@@ -176,9 +179,11 @@ def explain_builds(
         changes = diff_changes(before["key_components"], record["key_components"])
         if rule is not None and rule.explain is not None:
             try:
-                changes += _said(rule.explain(before["key_components"], record["key_components"], blobs))
+                richer = _said(rule.explain(ExplainInput(before, record, old or {}, new, blobs)))
             except Exception as exc:  # a richer diff is a bonus; never fail explain for it
-                changes.append(Change("", detail=f"(detailed diff unavailable: {exc})"))
+                richer = [Change("", detail=f"(detailed diff unavailable: {exc})")]
+            replaced = {c.replaces for c in richer if c.replaces}
+            changes = [c for c in changes if c.component not in replaced] + richer
         explanations.append(Explanation(action_id, status, tuple(changes + shared)))
     return explanations
 

@@ -38,8 +38,30 @@ class RunContext(Protocol):
 
 # A rule's run returns output name -> bytes, a file Path, or an already stored Digest.
 RunFunction = Callable[[RunContext], Mapping[str, "bytes | Path | Digest"]]
-# Optional richer explanation: (old components, new components, blob reader) -> lines.
-ExplainFunction = Callable[[Mapping[str, Any], Mapping[str, Any], Any], list[str]]
+@dataclass(frozen=True)
+class ExplainInput:
+    """What a rule's ``explain`` sees of two runs of one action: their records (``key``,
+    ``key_components``, ``inputs``, ``outputs``), the two builds they belong to (records by
+    id, e.g. to read what the upstream network action produced), and a blob reader."""
+
+    old: Mapping[str, Any]
+    new: Mapping[str, Any]
+    old_build: Mapping[str, Mapping[str, Any]]
+    new_build: Mapping[str, Mapping[str, Any]]
+    blobs: Any
+
+    @property
+    def old_components(self) -> Mapping[str, Any]:
+        return self.old.get("key_components") or {}
+
+    @property
+    def new_components(self) -> Mapping[str, Any]:
+        return self.new.get("key_components") or {}
+
+
+# Optional richer explanation: ExplainInput -> lines (str, or graph.explain.Change). A Change
+# with ``replaces`` set (e.g. "input io") is said instead of that generic component.
+ExplainFunction = Callable[[ExplainInput], list[Any]]
 # Optional: (action id, records of the build by id) -> lines saying whether this action
 # shared its key with its siblings (e.g. tensor-parallel ranks) and, if not, why.
 SharingFunction = Callable[[str, Mapping[str, Mapping[str, Any]]], list[str]]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Mapping
 
 import onnx
 from onnx import AttributeProto, TensorProto, helper
@@ -48,9 +49,21 @@ def _diff_value_info(label: str, old: onnx.ValueInfoProto, new: onnx.ValueInfoPr
     return lines
 
 
-def _producer_map(model: onnx.ModelProto) -> dict:
-    where = {info.name: f"input {i}" for i, info in enumerate(model.graph.input)}
+def _named(model: onnx.ModelProto, names: Mapping[str, str] | None) -> list[onnx.NodeProto]:
+    """The model's nodes, renamed ``'relu1' (L5)`` where the layer's own name is known."""
+    nodes = []
     for node in model.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        if names and names.get(node.name):
+            copy.name = f"{names[node.name]!r} ({node.name})"
+        nodes.append(copy)
+    return nodes
+
+
+def _producer_map(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> dict:
+    where = {info.name: f"input {i}" for i, info in enumerate(model.graph.input)}
+    for node in nodes:
         for i, name in enumerate(node.output):
             where[name] = f"{node.name}:{i}"
     return where
@@ -70,11 +83,15 @@ def _align(old_nodes, new_nodes) -> list[tuple[int | None, int | None]]:
     return pairs
 
 
-def diff_canonical(old: onnx.ModelProto, new: onnx.ModelProto) -> list[str]:
+def diff_canonical(old: onnx.ModelProto, new: onnx.ModelProto,
+                   old_names: Mapping[str, str] | None = None, new_names: Mapping[str, str] | None = None) -> list[str]:
     """Human-readable differences between two canonical models: layers added, removed or
     changed (op type, attribute, input edge, output shape/dtype), network inputs and outputs,
-    network flags and profiles. Empty when the models are equal."""
+    network flags and profiles. Empty when the models are equal. ``old_names``/``new_names``
+    map canonical layer ids (``L5``) to the layers' own names (ONNX node names), which then
+    name the layers in the lines."""
     lines: list[str] = []
+    old_nodes, new_nodes = _named(old, old_names), _named(new, new_names)
     old_meta = {p.key: p.value for p in old.metadata_props}
     new_meta = {p.key: p.value for p in new.metadata_props}
     for key in sorted(set(old_meta) | set(new_meta)):
@@ -90,15 +107,14 @@ def diff_canonical(old: onnx.ModelProto, new: onnx.ModelProto) -> list[str]:
             else:
                 lines.extend(_diff_value_info(f"{label} {i}", old_list[i], new_list[i]))
 
-    old_nodes, new_nodes = list(old.graph.node), list(new.graph.node)
     pairs = _align(old_nodes, new_nodes)
     old_to_new = {old_nodes[i].name: new_nodes[j].name for i, j in pairs if i is not None and j is not None}
-    old_where, new_where = _producer_map(old), _producer_map(new)
+    old_where, new_where = _producer_map(old, old_nodes), _producer_map(new, new_nodes)
     old_infos = {v.name: v for v in list(old.graph.value_info) + list(old.graph.output)}
     new_infos = {v.name: v for v in list(new.graph.value_info) + list(new.graph.output)}
 
     def translate(where: str) -> str:
-        layer, _, out = where.partition(":")
+        layer, _, out = where.rpartition(":")
         return f"{old_to_new[layer]}:{out}" if layer in old_to_new else where
 
     for i, j in pairs:

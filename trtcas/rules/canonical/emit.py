@@ -288,4 +288,5 @@ def canonicalize_network(
         refit_names=refit_names,
         weight_values=values,
         refit_layer_roles=layer_roles,
+        layer_names={f"L{i}": net.layers[pos].name for i, pos in enumerate(order)},
     )

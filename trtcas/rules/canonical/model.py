@@ -102,6 +102,9 @@ class CanonicalNetwork:
     refit_names: dict
     weight_values: dict
     refit_layer_roles: dict = field(default_factory=dict)
+    # canonical node name (``L5``) -> the TensorRT layer's name (for ONNX: the node's), for
+    # explain; never part of a digest.
+    layer_names: dict = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return serialize(self.model)

@@ -88,6 +88,7 @@ def run_network(ctx) -> dict[str, Any]:
         "weights": canon.weights.to_bytes(),
         "io": json.dumps(io, sort_keys=True).encode(),
         "refit_names": json.dumps(canon.refit_names, sort_keys=True).encode(),
+        "layer_names": json.dumps(canon.layer_names, sort_keys=True).encode(),  # for explain only
     }
 
 
@@ -115,20 +116,60 @@ def run_engine(ctx) -> dict[str, Any]:
     return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
 
 
-def explain_engine(old: Mapping[str, Any], new: Mapping[str, Any], blobs) -> list[str]:
-    """When the structural digest changed, say which layers/attributes/shapes differ."""
+def explain_engine(change) -> list[Any]:
+    """Name what changed in the network: its bindings (inputs and outputs, by name) and,
+    when the structure changed, which layers (by their ONNX node names) and attributes."""
+    before, after = change.old_components.get("inputs", {}), change.new_components.get("inputs", {})
+    lines: list[Any] = []
+    if before.get("io") and after.get("io") and before["io"] != after["io"]:
+        lines += _binding_changes(change.blobs, before["io"], after["io"])
+    old, new = before.get("structure"), after.get("structure")
+    if not old or not new or old == new:
+        return lines
     import onnx
 
     from trtcas.rules.canonical import diff_canonical
 
-    before, after = old.get("inputs", {}).get("structure"), new.get("inputs", {}).get("structure")
-    if not before or not after or before == after:
-        return []
     try:
-        models = [onnx.load_from_string(blobs.get_bytes(Digest.parse(d))) for d in (before, after)]
+        models = [onnx.load_from_string(change.blobs.get_bytes(Digest.parse(d))) for d in (old, new)]
     except Exception as exc:
-        return [f"(network diff unavailable: {exc})"]
-    return ["network: " + line for line in diff_canonical(*models)]
+        return lines + [f"(network diff unavailable: {exc})"]
+    names = [_layer_names(change.blobs, build, digest) for build, digest in
+             ((change.old_build, old), (change.new_build, new))]
+    return lines + ["network: " + line for line in diff_canonical(*models, *names)]
+
+
+def _binding_changes(blobs, old: str, new: str) -> list[Any]:
+    """The renamed, added or removed bindings, said instead of the bare ``input io`` digests."""
+    from trtcas.graph.explain import Change
+
+    try:
+        before, after = (json.loads(blobs.get_bytes(Digest.parse(d))) for d in (old, new))
+    except Exception:
+        return []
+    said = []
+    for kind in ("inputs", "outputs"):
+        a, b = before.get(kind, []), after.get(kind, [])
+        for i in range(max(len(a), len(b))):
+            was, now = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+            if was is not None and now is not None and was != now:
+                said.append(f"{kind[:-1]} {i} renamed {was!r} -> {now!r}")
+            elif was != now:
+                said.append(f"{kind[:-1]} {i} {'added: ' + repr(now) if now is not None else 'removed: ' + repr(was)}")
+    return [Change("bindings", before, after, "; ".join(said), replaces="input io")] if said else []
+
+
+def _layer_names(blobs, build: Mapping[str, Mapping[str, Any]], structure: str) -> dict[str, str] | None:
+    """Canonical layer id -> the layer's own name, from the network action of ``build`` that
+    produced ``structure`` (None when unknown, e.g. an entry cached before names were kept)."""
+    for record in build.values():
+        outputs = record.get("outputs", {})
+        if outputs.get("structure") == structure and outputs.get("layer_names"):
+            try:
+                return json.loads(blobs.get_bytes(Digest.parse(outputs["layer_names"])))
+            except Exception:
+                return None
+    return None
 
 
 # ---- trt.refit ---------------------------------------------------------------------------
