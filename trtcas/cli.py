@@ -458,7 +458,20 @@ def report_error(exc: BaseException) -> int:
     raise exc
 
 
+def python_stderr_off_fd2() -> None:
+    """Python's stderr on a duplicate of fd 2, so that what trtcas prints never mixes with
+    the raw lines TensorRT's native code writes to fd 2 (routed into action logs, see
+    rules.trt.native_stderr)."""
+    try:
+        sys.stderr.flush()
+        duplicate = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    except (OSError, AttributeError, ValueError):
+        return
+    sys.stderr = duplicate
+
+
 def main(argv: list[str] | None = None) -> None:
+    python_stderr_off_fd2()
     setup_logging()
     try:
         code = cli.main(args=argv, prog_name="trtcas", standalone_mode=False)

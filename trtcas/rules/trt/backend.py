@@ -241,6 +241,11 @@ def _capturing_logger_class(trt: ModuleType) -> type:
                 if self.forward is not None:
                     self.forward(line)
 
+        def native(self, line: str) -> None:
+            """A line TensorRT's native code wrote to stderr (rules.trt.native_stderr): an
+            error ("Internal Error: ..."), kept like the logger's own."""
+            self.log(trt.ILogger.Severity.ERROR if "error" in line.lower() else trt.ILogger.Severity.WARNING, line)
+
         def errors(self, since: int = 0) -> list[str]:
             """Error lines logged since index ``since`` (TensorRT's own wording)."""
             return [ln for ln in self.lines[since:] if ln.startswith(("[E]", "[F]"))]

@@ -23,6 +23,7 @@ from trtcas.graph.interrupt import BuildCancelled
 from trtcas.rules.messages import require, tidy_message
 from trtcas.rules.trt.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend
 from trtcas.rules.trt.monitor import progress_monitor
+from trtcas.rules.trt.native_stderr import native_stderr_to
 from trtcas.rules.trt.network import ParsedNetwork, Profile, apply_profiles
 
 PRECISIONS = ("fp32",) + tuple(PRECISION_FLAGS)
@@ -192,7 +193,8 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
         config.progress_monitor = monitor
     mark = len(parsed.logger.lines)
     start = time.perf_counter()
-    serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    with native_stderr_to(parsed.logger.native):  # Myelin's raw stderr lines join the build log
+        serialized = parsed.builder.build_serialized_network(parsed.network, config)
     seconds = time.perf_counter() - start
     if serialized is None and monitor is not None and monitor.cancelled:
         raise BuildCancelled(f"building {parsed.source} was cancelled")
