@@ -206,8 +206,8 @@ def log_command(target: Path, action_id: str) -> str:
     return " ".join(["trtcas", "log", *where, shlex.quote(action_id)])
 
 
-def print_summary(target: Path, result, dry_run: bool, said: set[str]) -> None:
-    """Notes and warnings (each once per run), the verdict line, and each failure once."""
+def print_summary(result, dry_run: bool, said: set[str]) -> None:
+    """Notes and warnings (each once per run, however many targets) and the verdict line."""
     for prefix, lines in (("note", result.notes), ("warning", result.warnings)):
         for line in lines:
             if line not in said:
@@ -219,6 +219,7 @@ def print_summary(target: Path, result, dry_run: bool, said: set[str]) -> None:
 
 
 def print_failures(target: Path, result) -> None:
+    """Each failed action's error, once, with the command that shows its log."""
     for record in result.actions:
         if record.status == "failed":
             hint = f" (its log: {log_command(target, record.id)})" if record.log else ""
@@ -269,7 +270,7 @@ def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, ov
             results.append(result)
             if not as_json:
                 if not quiet:
-                    print_summary(target, result, dry_run, said)
+                    print_summary(result, dry_run, said)
                 print_failures(target, result)
             failed = failed or not result.ok
             if result.cancelled or (not result.ok and not keep_going):

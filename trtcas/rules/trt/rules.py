@@ -32,6 +32,7 @@ import numpy as np
 from trtcas.cas.digest import Digest
 from trtcas.cas.manifest import TensorManifest
 from trtcas.errors import TrtcasError
+from trtcas.graph.explain import Change
 from trtcas.graph.rule import Rule
 from trtcas.rules.formats.tensors import load_tensors
 from trtcas.rules.trt.monitor import monitoring
@@ -136,13 +137,12 @@ def explain_engine(change) -> list[Any]:
         return lines + [f"(network diff unavailable: {exc})"]
     names = [_layer_names(change.blobs, build, digest) for build, digest in
              ((change.old_build, old), (change.new_build, new))]
-    return lines + ["network: " + line for line in diff_canonical(*models, *names)]
+    # said instead of the bare `structure` digests: what in the network changed
+    return lines + [Change("network", detail=line, replaces="input structure") for line in diff_canonical(*models, *names)]
 
 
 def _binding_changes(blobs, old: str, new: str) -> list[Any]:
     """The renamed, added or removed bindings, said instead of the bare ``input io`` digests."""
-    from trtcas.graph.explain import Change
-
     try:
         before, after = (json.loads(blobs.get_bytes(Digest.parse(d))) for d in (old, new))
     except Exception:
