@@ -137,3 +137,48 @@ def test_explain_names_bindings_and_onnx_nodes(conv):
     entry = json.loads(cli(conv, "explain", "engine[rank0]", "--json").stdout)[0]
     bindings = next(c for c in entry["changes"] if c["component"] == "bindings")
     assert bindings["after"]["inputs"] == ["pixels"]
+
+
+def run_in_terminal(args, cwd, env=None, timeout=120):
+    """``trtcas ARGS`` with stderr on a pseudo-terminal (as a person sees it); its bytes."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "trtcas.cli", *map(str, args)], cwd=cwd, stderr=follower,
+                            stdout=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120", **(env or {})})
+    os.close(follower)
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(leader)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def test_on_a_terminal_a_counter_and_tensorrts_phases_show(tmp_path):
+    from support.slow_models import deep_mlp
+
+    root = conv_project(tmp_path / "deep")
+    deep_mlp(root / "model.onnx", depth=150)
+    code, screen = run_in_terminal(["build", "--cache-dir", tmp_path / "cache"], cwd=root)
+    assert code == 0, screen
+    assert "planning deep" in screen and "building deep" in screen and "0/2" in screen
+    assert "Building engine" in screen  # TensorRT's own phase names, from its progress monitor
+    assert "[2/2]" in screen and re.search(r"\x1b\[3\dm", screen)  # finished lines, in color
+    code, plain = run_in_terminal(["build", "--cache-dir", tmp_path / "cache2"], cwd=root, env={"NO_COLOR": "1"})
+    assert code == 0 and "[2/2]" in plain and not re.search(r"\x1b\[(3|9)\dm", plain)
