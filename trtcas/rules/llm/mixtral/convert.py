@@ -1,0 +1,165 @@
+"""``MixtralForCausalLM``: HF checkpoint -> TensorRT-LLM checkpoint names and sharding.
+
+Attention, norms, embedding and lm_head are converted as for Llama (``llama/convert.py``).
+The sparse MoE block follows TensorRT-LLM's Llama/Mixtral converter:
+
+- ``block_sparse_moe.gate`` -> ``mlp.router.weight`` ``[experts, hidden]``, kept in float32;
+- the experts' ``w3`` (up) and ``w1`` (gate, the SiLU input) are stacked over the experts
+  and concatenated as ``[w3; w1]`` -> ``mlp.fc.weight`` ``[experts, 2 * inter / tp, hidden]``;
+- ``w2`` (down) stacked -> ``mlp.proj.weight`` ``[experts, hidden, inter / tp]``;
+- with tp > 1 every expert is split by its intermediate size (``moe_tp_size = tp``): w1/w3
+  by rows, w2 by columns, so each rank holds a slice of every expert.
+
+HF checkpoints name experts per expert (``block_sparse_moe.experts.{e}.w{1,2,3}.weight``),
+as hub Mixtral checkpoints and transformers 5's ``save_pretrained`` both write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
+from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, kv_heads_of_rank, rank_position
+from trtcas.rules.llm.gemma2.convert import check_common_hf, rope_settings
+from trtcas.rules.llm.hf import HFCheckpoint, _read
+from trtcas.rules.llm.llama.convert import _step_values, check_parallelism
+from trtcas.rules.llm.mixtral.config import ARCHITECTURE_NAME, RENORMALIZE, MixtralGeometry
+from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
+
+_REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
+                     "num_local_experts", "num_experts_per_tok")
+
+
+def check_hf_config(config: Mapping, path: Path) -> None:
+    """Refuse, in one line, a Mixtral config whose math the network does not implement."""
+    check_common_hf(config, path, ARCHITECTURE_NAME, _REQUIRED_HF_KEYS)
+    if config.get("hidden_act", "silu") != "silu":
+        raise ConvertError(f"{path}: hidden_act {config['hidden_act']!r} is not silu; Mixtral's experts need silu")
+    if config["num_experts_per_tok"] > config["num_local_experts"]:
+        raise ConvertError(f"{path}: num_experts_per_tok={config['num_experts_per_tok']} exceeds "
+                           f"num_local_experts={config['num_local_experts']}")
+    window = config.get("sliding_window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise ConvertError(f"{path}: sliding_window must be a positive integer or null, got {window!r}")
+
+
+def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) -> dict:
+    """TensorRT-LLM's ``LLaMAConfig`` for a Mixtral checkpoint, with its ``moe`` section."""
+    if not checked:
+        check_parallelism(hf_config, spec)
+    heads = hf_config["num_attention_heads"]
+    return {
+        "architecture": ARCHITECTURE_NAME,
+        "dtype": spec.dtype,
+        "logits_dtype": "float32",
+        "vocab_size": hf_config["vocab_size"],
+        "max_position_embeddings": hf_config.get("max_position_embeddings", 4096 * 32),
+        "hidden_size": hf_config["hidden_size"],
+        "num_hidden_layers": hf_config["num_hidden_layers"],
+        "num_attention_heads": heads,
+        "num_key_value_heads": hf_config.get("num_key_value_heads") or heads,
+        "head_size": hf_config.get("head_dim") or hf_config["hidden_size"] // heads,
+        "hidden_act": "swiglu",
+        "intermediate_size": hf_config["intermediate_size"],
+        "norm_epsilon": hf_config.get("rms_norm_eps", 1e-5),
+        "position_embedding_type": "rope_gpt_neox",
+        "rotary_base": rope_settings(hf_config, "config.json", ARCHITECTURE_NAME),
+        "rotary_scaling": None,
+        "sliding_window": hf_config.get("sliding_window"),
+        "use_parallel_embedding": spec.vocab_parallel,
+        "embedding_sharding_dim": 0,
+        "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
+        "mlp_bias": False,
+        "attn_bias": False,
+        "moe": {"num_experts": hf_config["num_local_experts"], "top_k": hf_config["num_experts_per_tok"],
+                "normalization_mode": RENORMALIZE, "shared_expert_intermediate_size": 0},
+        "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp,
+                    "moe_tp_size": spec.tp, "moe_ep_size": 1},
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
+    }
+
+
+def geometry(hf_config: Mapping, spec: ConvertSpec) -> MixtralGeometry:
+    if spec.quantization is not None:
+        raise ConvertError(f"quantization {spec.quantization} is not supported for {ARCHITECTURE_NAME}; use none")
+    if spec.pp != 1:
+        raise ConvertError(f"pp={spec.pp}: {ARCHITECTURE_NAME} converts with pp=1 only")
+    check_parallelism(hf_config, spec)
+    return MixtralGeometry.from_config(trtllm_config(hf_config, spec, checked=True))
+
+
+def _layer_steps(g: MixtralGeometry, spec: ConvertSpec, layer: int) -> list[ConvertStep]:
+    hf, out = f"model.layers.{layer}", f"transformer.layers.{layer}"
+    tp, target, norm = spec.tp, _CODE_OF_TARGET[spec.dtype], (g.hidden,)
+    q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
+    qkv_local = (g.heads // tp + 2 * len(kv_heads_of_rank(g.kv_heads, tp, 0))) * g.head_size
+    moe = f"{hf}.block_sparse_moe"
+    experts = range(g.experts)
+    up_gate = tuple(f"{moe}.experts.{e}.{w}.weight" for w in ("w3", "w1") for e in experts)
+    return [
+        ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
+                    (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
+        ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
+                    ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
+                    (TensorSlot(f"{out}.attention.qkv.weight", target, (qkv_local, g.hidden)),)),
+        ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
+                    (TensorSlot(f"{out}.attention.dense.weight", target, (g.hidden, q_rows // tp)),)),
+        ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
+                    (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
+        ConvertStep("router", (f"{moe}.gate.weight",), ((g.experts, g.hidden),),
+                    (TensorSlot(f"{out}.mlp.router.weight", "F32", (g.experts, g.hidden)),)),
+        ConvertStep("experts_fc", up_gate, ((g.intermediate, g.hidden),) * len(up_gate),
+                    (TensorSlot(f"{out}.mlp.fc.weight", target, (g.experts, 2 * g.expert_rows, g.hidden)),)),
+        ConvertStep("experts_proj", tuple(f"{moe}.experts.{e}.w2.weight" for e in experts),
+                    ((g.hidden, g.intermediate),) * g.experts,
+                    (TensorSlot(f"{out}.mlp.proj.weight", target, (g.experts, g.hidden, g.expert_rows)),)),
+    ]
+
+
+def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
+    """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor."""
+    g = geometry(hf_config, spec)
+    rank_position(g, spec, rank)
+    target, table = _CODE_OF_TARGET[spec.dtype], (g.vocab, g.hidden)
+    steps = [ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
+                         (TensorSlot("transformer.vocab_embedding.weight", target, (g.embedding_rows, g.hidden)),))]
+    for layer in range(g.layers):
+        steps.extend(_layer_steps(g, spec, layer))
+    steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
+                             (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
+    tied = bool(hf_config.get("tie_word_embeddings", False))
+    steps.append(ConvertStep("lm_head", ("model.embed_tokens.weight" if tied else "lm_head.weight",), (table,),
+                             (TensorSlot("lm_head.weight", target, (_padded_vocab(g.vocab, spec.tp) // spec.tp, g.hidden)),)))
+    return tuple(steps)
+
+
+def _expert_values(ckpt: HFCheckpoint, g: MixtralGeometry, tp_rank: int, step: ConvertStep) -> np.ndarray:
+    """This rank's slice of every expert: ``[w3_r; w1_r]`` rows per expert, or ``w2_r`` columns."""
+    part = slice(tp_rank * g.expert_rows, (tp_rank + 1) * g.expert_rows)
+    if step.op == "experts_proj":
+        return np.stack([_read(ckpt, name, shape, cols=part) for name, shape in zip(step.sources, step.source_shapes)])
+    sliced = [_read(ckpt, name, shape, rows=part) for name, shape in zip(step.sources, step.source_shapes)]
+    up, gate = sliced[:g.experts], sliced[g.experts:]
+    return np.stack([np.concatenate([u, w]) for u, w in zip(up, gate)])
+
+
+def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: int,
+             step: ConvertStep) -> Iterator[tuple[str, np.ndarray]]:
+    """Run one planned step: its (name, array) output, checked against the plan."""
+    g = geometry(hf_config, spec)
+    pos = rank_position(g, spec, rank)
+    if step.op == "router":
+        (name,), (shape,) = step.sources, step.source_shapes
+        array = cast_to(_read(ckpt, name, shape), "float32")
+    elif step.op in ("experts_fc", "experts_proj"):
+        array = cast_to(_expert_values(ckpt, g, pos.tp_rank, step), spec.dtype)
+    else:
+        array = cast_to(_step_values(ckpt, g, spec, pos, step), spec.dtype)
+    (planned,) = step.outputs
+    produced = TensorSlot(planned.name, CODE_OF_DTYPE[array.dtype], tuple(array.shape))
+    if produced != planned:
+        raise AssertionError(f"conversion produced {produced}, planned {planned}")
+    yield planned.name, array
