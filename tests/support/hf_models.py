@@ -1,6 +1,8 @@
-"""Tiny random Hugging Face models made by transformers itself (config class, ``from_config``,
-``save_pretrained``; seeded, no hub), their logits, and the trtcas networks of their ranks
-evaluated in numpy, for the architecture tests (tests/test_llm_<arch>.py).
+"""Tiny random decoder models made by transformers itself (config class + ``from_config`` +
+``save_pretrained``, seeded; no hub), and their forward pass: what ``trtcas run`` must match.
+
+Every model has hidden 64, 2 layers, 8 query heads over 2 KV heads and a vocabulary of 256,
+plus the feature its architecture adds over Llama (see ``MODELS``).
 """
 
 from __future__ import annotations
@@ -9,60 +11,58 @@ from pathlib import Path
 
 import numpy as np
 
+SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2,
+             num_hidden_layers=2, vocab_size=256, max_position_embeddings=64)
 
-def save_tiny_model(config, out: Path, seed: int = 0, norm_noise: float = 0.2) -> Path:
-    """Build ``config``'s causal LM with random weights and save it (float32, one file).
+# architecture -> (transformers config class name, what it adds over SIZES)
+MODELS = {
+    "LlamaForCausalLM": ("LlamaConfig", dict(
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "MistralForCausalLM": ("MistralConfig", dict(sliding_window=3)),
+    "Qwen2ForCausalLM": ("Qwen2Config", dict(tie_word_embeddings=True)),
+    "Qwen3ForCausalLM": ("Qwen3Config", dict(head_dim=16)),
+    "Phi3ForCausalLM": ("Phi3Config", dict(pad_token_id=0, eos_token_id=1, bos_token_id=1,
+                                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                            "partial_rotary_factor": 0.5})),
+}
 
-    Norm weights are initialised to constants by transformers (ones, or zeros for Gemma's
-    ``1 + w``), which would hide a norm read wrongly; they get seeded noise here.
-    """
+
+def make_model(architecture: str, out: Path, seed: int = 0, dtype: str = "float32", **changes):
+    """Save a random ``architecture`` model to ``out``; returns the torch model (eval, float32)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
 
+    config_class, extra = MODELS[architecture]
+    config = getattr(transformers, config_class)(**{**SIZES, **extra, **changes})
+    config.architectures = [architecture]
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = getattr(transformers, architecture)._from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():  # norms start at one and biases at zero: randomize them so a wrong one shows
+        for name, param in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    return model.float()
+
+
+def finetune_layer(model, out: Path, layer: int, dtype: str = "float32") -> None:
+    """Perturb every tensor of one decoder layer and save the model again to ``out``."""
+    import torch
+
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(torch.randn_like(param) * norm_noise)
-    model.save_pretrained(out)
-    return Path(out)
+            if f"layers.{layer}." in name:
+                param.add_(torch.randn_like(param) * 0.01)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    model.float()
 
 
-def hf_logits(hf_dir: Path, ids: np.ndarray, dtype: str = "float32") -> np.ndarray:
-    """``[batch, seq, vocab]`` float64 logits of the saved model run by transformers (eager
-    attention: the reference implementation of each architecture)."""
+def last_logits(model, tokens: list[int]) -> np.ndarray:
+    """The model's float32 logits at the last of ``tokens``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype),
-                                                 attn_implementation="eager").eval()
     with torch.no_grad():
-        return model(torch.from_numpy(ids.astype(np.int64))).logits.float().numpy().astype(np.float64)
-
-
-def rank_networks(backend, hf_dir: Path, out: Path, spec, batch: int, seq: int, **options) -> list:
-    """Convert ``hf_dir`` as ``spec`` asks, read the checkpoint back and write every rank's
-    network through the checkpoint's registered architecture (as ``trtcas build`` does)."""
-    from trtcas.rules.llm.architectures import architecture
-    from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
-    from trtcas.rules.llm.convert import write_checkpoint
-
-    write_checkpoint(hf_dir, spec, out)
-    ckpt = read_trtllm_checkpoint(out)
-    arch = architecture(ckpt.config["architecture"])
-    return [arch.build_network(backend, ckpt.config, r, read_rank_weights(ckpt, r), batch, seq,
-                               log_severity="error", **options) for r in range(spec.tp)]
-
-
-def evaluate_logits(backend, nets, ids: np.ndarray) -> list[np.ndarray]:
-    """Every rank's logits (float64), collectives simulated across the ranks."""
-    from trtcas.rules.evaluate import evaluate_ranks
-
-    outs = evaluate_ranks(backend.trt, [n.network for n in nets], {"input_ids": ids}, [n.constants for n in nets])
-    return [o["logits"].astype(np.float64) for o in outs]
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max |want|: the tolerance measure of issue 11."""
-    return float(np.abs(got - want).max() / np.abs(want).max())
+        out = model(torch.tensor([tokens], dtype=torch.int64)).logits
+    return out[0, -1].double().numpy()

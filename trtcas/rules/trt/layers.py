@@ -81,7 +81,8 @@ class LayerWriter:
 
     def linear(self, x: Any, prefix: str, weights: Mapping[str, np.ndarray]) -> Any:
         """``x [b, s, in] -> [b, s, out]`` with TRT-LLM's ``[out, in]`` weight (or W8A16's
-        ``[in, out]`` int8 weight dequantized by its per-channel scale)."""
+        ``[in, out]`` int8 weight dequantized by its per-channel scale), plus ``{prefix}.bias``
+        when ``weights`` holds one."""
         kernel = self.constant(f"{prefix}.weight", weights[f"{prefix}.weight"])
         if f"{prefix}.per_channel_scale" in weights:
             scale = self.constant(f"{prefix}.per_channel_scale", weights[f"{prefix}.per_channel_scale"])
@@ -93,22 +94,30 @@ class LayerWriter:
             op = self.trt.MatrixOperation.TRANSPOSE
         kernel = self.shuffle(kernel, f"{prefix}.weight.expand", reshape=(1, *kernel.shape))
         layer = self.net.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, kernel, op)
-        return self.named(layer, f"{prefix}.matmul")
+        out = self.named(layer, f"{prefix}.matmul")
+        if f"{prefix}.bias" not in weights:
+            return out
+        bias = self.shuffle(self.constant(f"{prefix}.bias", weights[f"{prefix}.bias"]), f"{prefix}.bias.expand",
+                            reshape=(1,) * (len(x.shape) - 1) + (-1,))
+        return self.elementwise(out, bias, "SUM", f"{prefix}.add_bias")
 
     def rms_norm(self, x: Any, weight_name: str, weights: Mapping[str, np.ndarray], epsilon: float) -> Any:
-        """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis."""
+        """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis
+        (of a rank-3 hidden state, or a rank-4 ``[b, heads, s, head_size]`` for q/k norms)."""
         prefix = weight_name.removesuffix(".weight")
-        fp32 = self.trt.DataType.FLOAT
+        fp32, rank = self.trt.DataType.FLOAT, len(x.shape)
         x32 = self.cast(x, fp32, f"{prefix}.to_float")
         square = self.elementwise(x32, x32, "PROD", f"{prefix}.square")
-        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
-        eps = self.scalar("rms_norm.epsilon", epsilon, "float32")
+        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << (rank - 1), True),
+                          f"{prefix}.mean")
+        eps_name = "rms_norm.epsilon" if rank == 3 else f"rms_norm.epsilon.rank{rank}"
+        eps = self.scalar(eps_name, epsilon, "float32", rank=rank)
         root = self.named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
                                               self.trt.UnaryOperation.SQRT), f"{prefix}.sqrt")
         normed = self.cast(self.elementwise(x32, root, "DIV", f"{prefix}.normalize"), self.trt_dtype,
                            f"{prefix}.to_dtype")
         weight = self.shuffle(self.constant(weight_name, weights[weight_name]), f"{prefix}.weight.expand",
-                              reshape=(1, 1, -1))
+                              reshape=(1,) * (rank - 1) + (-1,))
         return self.elementwise(normed, weight, "PROD", f"{prefix}.scale")
 
     def collective(self, x: Any, tp: int, name: str, gather: bool = False) -> Any:

@@ -1,9 +1,21 @@
-"""LLAMACONVERTDOC"""
+"""HF decoder checkpoint -> TensorRT-LLM tensors, for every architecture of the shared decoder.
+
+Names and sharding follow TensorRT-LLM's converters (``models/llama/convert.py``,
+``models/qwen/convert.py``, ``models/phi3/convert.py``): q/k/v (separate or Phi-3's fused
+``qkv_proj``) become one ``attention.qkv`` of this rank's query heads then its key and value
+heads (split when tp divides them, replicated otherwise), with their biases split the same
+way (Qwen2); ``o_proj`` is row-split into ``attention.dense``; ``gate_proj``/``up_proj``
+(or the halves of Phi-3's ``gate_up_proj``) are column-split into ``mlp.fc``/``mlp.gate``;
+``down_proj`` is row-split into ``mlp.proj``; Qwen3's ``q_norm``/``k_norm`` are replicated
+as ``attention.q_layernorm``/``k_layernorm``; the embedding is replicated or vocab-split;
+the lm_head is vocab-split with zero rows padding the vocabulary to a multiple of tp.
+
+Only :class:`~trtcas.rules.llm.decoder.hf_config.HFLayout` differs between architectures.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -19,44 +31,17 @@ from trtcas.rules.llm.convert import (
     quantize_int8_per_channel,
     rank_position,
 )
+from trtcas.rules.llm.decoder.geometry import DecoderGeometry
+from trtcas.rules.llm.decoder.hf_config import HFLayout, hf_rope, hf_windows
 from trtcas.rules.llm.hf import HFCheckpoint, _read
-from trtcas.rules.llm.llama.config import LlamaGeometry
-from trtcas.rules.llm.spec import (
-    _CODE_OF_TARGET,
-    ConvertError,
-    ConvertSpec,
-)
-
-_REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
-                     "vocab_size", "rms_norm_eps", "max_position_embeddings")
+from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
 
-# --------------------------------------------------------------------------- the HF side
-
-
-def check_hf_config(config: Mapping, path: Path) -> None:
-    """Check a HF Llama config up front, so a wrong or foreign one fails in one line before
-    any tensor is read."""
-    for key in _REQUIRED_HF_KEYS:
-        if key not in config:
-            raise ConvertError(f"{path}: HF config lacks {key!r}, which a LlamaForCausalLM config needs")
-    for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
-                "max_position_embeddings", "num_key_value_heads", "head_dim"):
-        value = config.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConvertError(f"{path}: HF config {key!r} must be a positive integer, got {value!r}")
-    if config.get("hidden_act", "silu") != "silu":
-        raise ConvertError(f"{path}: hidden_act {config['hidden_act']!r} is not silu; Llama's gated MLP needs silu")
-    for key in ("attention_bias", "mlp_bias"):
-        if config.get(key):
-            raise ConvertError(f"{path}: {key} is true; biases are not converted")
-
-
-def geometry(hf_config: Mapping, spec: ConvertSpec) -> LlamaGeometry:
-    """The model's one geometry (``config.LlamaGeometry``), as the converted checkpoint will
-    describe it; the splits are checked first, with the messages a converter user needs."""
+def geometry(layout: HFLayout, hf_config: Mapping, spec: ConvertSpec) -> DecoderGeometry:
+    """The model's one geometry, as the converted checkpoint will describe it; the splits
+    are checked first, with the messages a converter user needs."""
     check_parallelism(hf_config, spec)
-    return LlamaGeometry.from_config(trtllm_config(hf_config, spec, checked=True), pipeline_ok=True)
+    return DecoderGeometry.from_config(trtllm_config(layout, hf_config, spec, checked=True), pipeline_ok=True)
 
 
 def check_parallelism(hf_config: Mapping, spec: ConvertSpec) -> None:
@@ -92,38 +77,64 @@ def _linear_outputs(prefix: str, out_rows: int, in_cols: int, spec: ConvertSpec)
     return (TensorSlot(f"{prefix}.weight", target, (out_rows, in_cols)),)
 
 
-def _layer_steps(g: LlamaGeometry, spec: ConvertSpec, hf_layer: int, local_layer: int) -> list[ConvertStep]:
-    hf, out = f"model.layers.{hf_layer}", f"transformer.layers.{local_layer}"
-    tp, target = spec.tp, _CODE_OF_TARGET[spec.dtype]
+def _attention_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf: str, out: str) -> list[ConvertStep]:
+    target = _CODE_OF_TARGET[spec.dtype]
     q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
-    qkv_local = (g.heads // tp + 2 * len(kv_heads_of_rank(g.kv_heads, tp, 0))) * g.head_size
-    norm = (g.hidden,)
+    if layout.fused_qkv:
+        qkv_sources, qkv_shapes = (f"{hf}.self_attn.qkv_proj.weight",), ((q_rows + 2 * kv_rows, g.hidden),)
+    else:
+        qkv_sources = tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv")
+        qkv_shapes = ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden))
+    steps = [ConvertStep("qkv", qkv_sources, qkv_shapes,
+                         _linear_outputs(f"{out}.attention.qkv", g.qkv_rows, g.hidden, spec))]
+    if g.qkv_bias:
+        steps.append(ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.bias" for p in "qkv"),
+                                 ((q_rows,), (kv_rows,), (kv_rows,)),
+                                 (TensorSlot(f"{out}.attention.qkv.bias", target, (g.qkv_rows,)),)))
+    if g.qk_norm:
+        for part in "qk":
+            steps.append(ConvertStep("replicate", (f"{hf}.self_attn.{part}_norm.weight",), ((g.head_size,),),
+                                     (TensorSlot(f"{out}.attention.{part}_layernorm.weight", target, (g.head_size,)),)))
+    steps.append(ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
+                             _linear_outputs(f"{out}.attention.dense", g.hidden, q_rows // spec.tp, spec)))
+    return steps
+
+
+def _mlp_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf: str, out: str) -> list[ConvertStep]:
+    local = g.intermediate // spec.tp
+    if layout.fused_gate_up:  # [gate; up] rows: each half column-split on its own
+        fused, shape = (f"{hf}.mlp.gate_up_proj.weight",), ((2 * g.intermediate, g.hidden),)
+        gate_up = [ConvertStep(op, fused, shape, _linear_outputs(f"{out}.mlp.{name}", local, g.hidden, spec))
+                   for op, name in (("column_half0", "fc"), ("column_half1", "gate"))]
+    else:
+        gate_up = [ConvertStep("column", (f"{hf}.mlp.{source}.weight",), ((g.intermediate, g.hidden),),
+                               _linear_outputs(f"{out}.mlp.{name}", local, g.hidden, spec))
+                   for source, name in (("gate_proj", "fc"), ("up_proj", "gate"))]
+    return gate_up + [ConvertStep("row", (f"{hf}.mlp.down_proj.weight",), ((g.hidden, g.intermediate),),
+                                  _linear_outputs(f"{out}.mlp.proj", g.hidden, local, spec))]
+
+
+def _layer_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf_layer: int,
+                 local_layer: int) -> list[ConvertStep]:
+    hf, out = f"model.layers.{hf_layer}", f"transformer.layers.{local_layer}"
+    target, norm = _CODE_OF_TARGET[spec.dtype], (g.hidden,)
     return [
         ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
-        ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
-                    ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
-                    _linear_outputs(f"{out}.attention.qkv", qkv_local, g.hidden, spec)),
-        ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
-                    _linear_outputs(f"{out}.attention.dense", g.hidden, q_rows // tp, spec)),
+        *_attention_steps(layout, g, spec, hf, out),
         ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
-        ConvertStep("column", (f"{hf}.mlp.gate_proj.weight",), ((g.intermediate, g.hidden),),
-                    _linear_outputs(f"{out}.mlp.fc", g.intermediate // tp, g.hidden, spec)),
-        ConvertStep("column", (f"{hf}.mlp.up_proj.weight",), ((g.intermediate, g.hidden),),
-                    _linear_outputs(f"{out}.mlp.gate", g.intermediate // tp, g.hidden, spec)),
-        ConvertStep("row", (f"{hf}.mlp.down_proj.weight",), ((g.hidden, g.intermediate),),
-                    _linear_outputs(f"{out}.mlp.proj", g.hidden, g.intermediate // tp, spec)),
+        *_mlp_steps(layout, g, spec, hf, out),
     ]
 
 
-def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
+def plan_rank(layout: HFLayout, hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
     """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor.
 
     With ``tie_word_embeddings`` the lm_head is read from ``embed_tokens`` whether or not the
     file also has an ``lm_head.weight``, as transformers ties them on load.
     """
-    g = geometry(hf_config, spec)
+    g = geometry(layout, hf_config, spec)
     pos = rank_position(g, spec, rank)
     target = _CODE_OF_TARGET[spec.dtype]
     table = (g.vocab, g.hidden)
@@ -133,7 +144,7 @@ def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[Convert
         steps.append(ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
                                  (TensorSlot("transformer.vocab_embedding.weight", target, (rows, g.hidden)),)))
     for local, hf_layer in enumerate(pos.layers):
-        steps.extend(_layer_steps(g, spec, hf_layer, local))
+        steps.extend(_layer_steps(layout, g, spec, hf_layer, local))
     if pos.last_stage:
         steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
                                  (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
@@ -144,18 +155,20 @@ def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[Convert
     return tuple(steps)
 
 
-def _fused_qkv(ckpt: HFCheckpoint, g: LlamaGeometry, spec: ConvertSpec, tp_rank: int,
+def _fused_qkv(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, tp_rank: int,
                step: ConvertStep) -> np.ndarray:
-    """``[q_r; k_r; v_r]``: this rank's query heads, then its (possibly replicated) KV heads."""
-    (q_name, k_name, v_name), (q_shape, k_shape, v_shape) = step.sources, step.source_shapes
+    """``[q_r; k_r; v_r]``: this rank's query heads, then its (possibly replicated) KV heads,
+    from three tensors or from one fused ``[q; k; v]`` (weights or biases alike)."""
     per_rank = g.heads // spec.tp
-    q_rows = _heads(range(tp_rank * per_rank, (tp_rank + 1) * per_rank), g.head_size)
-    kv_rows = _heads(kv_heads_of_rank(g.kv_heads, spec.tp, tp_rank), g.head_size)
-    return np.concatenate([
-        _read(ckpt, q_name, q_shape, rows=q_rows),
-        _read(ckpt, k_name, k_shape, rows=kv_rows),
-        _read(ckpt, v_name, v_shape, rows=kv_rows),
-    ])
+    q = _heads(range(tp_rank * per_rank, (tp_rank + 1) * per_rank), g.head_size)
+    kv = _heads(kv_heads_of_rank(g.kv_heads, spec.tp, tp_rank), g.head_size)
+    if len(step.sources) == 3:
+        return np.concatenate([_read(ckpt, name, shape, rows=rows)
+                               for name, shape, rows in zip(step.sources, step.source_shapes, (q, kv, kv))])
+    (name,), (shape,) = step.sources, step.source_shapes
+    k_at, v_at = g.heads * g.head_size, (g.heads + g.kv_heads) * g.head_size
+    return np.concatenate([_read(ckpt, name, shape, rows=slice(start + rows.start, start + rows.stop))
+                           for start, rows in ((0, q), (k_at, kv), (v_at, kv))])
 
 
 def _lm_head(ckpt: HFCheckpoint, spec: ConvertSpec, tp_rank: int, step: ConvertStep) -> np.ndarray:
@@ -168,7 +181,7 @@ def _lm_head(ckpt: HFCheckpoint, spec: ConvertSpec, tp_rank: int, step: ConvertS
     return np.concatenate([values, np.zeros((missing, hidden), values.dtype)]) if missing else values
 
 
-def _step_values(ckpt: HFCheckpoint, g: LlamaGeometry, spec: ConvertSpec, pos: RankPosition,
+def _step_values(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, pos: RankPosition,
                  step: ConvertStep) -> np.ndarray:
     """The values of a step's (unquantized) output in the HF dtype, read and split for this rank."""
     tp, r = spec.tp, pos.tp_rank
@@ -182,16 +195,19 @@ def _step_values(ckpt: HFCheckpoint, g: LlamaGeometry, spec: ConvertSpec, pos: R
     if step.op in ("column", "embedding"):
         size = shape[0] // tp
         return _read(ckpt, name, shape, rows=slice(r * size, (r + 1) * size))
+    if step.op.startswith("column_half"):  # one half of a fused [gate; up], then its column split
+        size, first = shape[0] // 2 // tp, int(step.op[-1]) * (shape[0] // 2)
+        return _read(ckpt, name, shape, rows=slice(first + r * size, first + (r + 1) * size))
     if step.op == "row":
         size = shape[1] // tp
         return _read(ckpt, name, shape, cols=slice(r * size, (r + 1) * size))
     raise AssertionError(f"unknown step op {step.op!r}")
 
 
-def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: int,
+def run_step(layout: HFLayout, ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: int,
              step: ConvertStep) -> Iterator[tuple[str, np.ndarray]]:
     """Run one planned step: its (name, array) outputs, checked against the plan."""
-    g = geometry(hf_config, spec)
+    g = geometry(layout, hf_config, spec)
     pos = rank_position(g, spec, rank)
     values = _step_values(ckpt, g, spec, pos, step)
     if step.outputs[0].dtype == "I8":
@@ -205,22 +221,27 @@ def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: in
         yield planned.name, array
 
 
-def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) -> dict:
-    """The checkpoint's ``config.json``: TRT-LLM's ``PretrainedConfig`` plus ``LLaMAConfig`` fields.
+def trtllm_config(layout: HFLayout, hf_config: Mapping, spec: ConvertSpec, checked: bool = False) -> dict:
+    """The checkpoint's ``config.json``: TRT-LLM's ``PretrainedConfig`` plus the decoder's fields.
 
-    Field names and values follow ``LLaMAConfig.from_hugging_face`` (``rope_gpt_neox``,
-    ``rotary_base`` from ``rope_theta``, ``rotary_scaling`` from ``rope_scaling``, ``head_size``);
-    ``mapping`` carries only world/tp/pp sizes, which every TRT-LLM version's ``Mapping`` accepts.
+    Field names and values follow TensorRT-LLM's ``from_hugging_face`` (``rope_gpt_neox``,
+    ``rotary_base`` from the rope theta, ``rotary_scaling`` from the rope scaling,
+    ``head_size``, ``attn_bias``, ``qk_layernorm``, ``rotary_dim``); ``sliding_window`` and
+    ``layer_types`` say which layers attend within a window; ``mapping`` carries only
+    world/tp/pp sizes, which every TRT-LLM version's ``Mapping`` accepts.
     """
     if not checked:
         check_parallelism(hf_config, spec)
     g = _HFSizes.of(hf_config)
-    return {
-        "architecture": "LlamaForCausalLM",
+    theta, scaling, partial = hf_rope(hf_config)
+    window, types = hf_windows(layout, hf_config)
+    rotary_dim = int(g.head_size * partial)
+    config = {
+        "architecture": layout.architecture,
         "dtype": spec.dtype,
         "logits_dtype": "float32",
         "vocab_size": g.vocab,
-        "max_position_embeddings": hf_config["max_position_embeddings"],
+        "max_position_embeddings": hf_config.get("max_position_embeddings"),
         "hidden_size": g.hidden,
         "num_hidden_layers": g.layers,
         "num_attention_heads": g.heads,
@@ -230,17 +251,26 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
         "intermediate_size": g.intermediate,
         "norm_epsilon": hf_config["rms_norm_eps"],
         "position_embedding_type": "rope_gpt_neox",
-        "rotary_base": hf_config.get("rope_theta", 10000.0),
-        "rotary_scaling": hf_config.get("rope_scaling"),
+        "rotary_base": theta,
+        "rotary_scaling": scaling,
         "use_parallel_embedding": spec.vocab_parallel,
         "embedding_sharding_dim": 0,
         "tie_word_embeddings": g.tied,
         "mlp_bias": False,
-        "attn_bias": False,
+        "attn_bias": layout.qkv_bias,
         "disable_weight_only_quant_plugin": spec.quantization == "W8A16",
         "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp},
         "quantization": {"quant_algo": spec.quantization, "kv_cache_quant_algo": None},
     }
+    if layout.qk_norm:
+        config["qk_layernorm"] = True
+    if rotary_dim != g.head_size:
+        config["rotary_dim"] = rotary_dim
+    if window is not None:
+        config["sliding_window"] = window
+        if types is not None:
+            config["layer_types"] = list(types)
+    return config
 
 
 @dataclass(frozen=True)
