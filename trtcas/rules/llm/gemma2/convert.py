@@ -11,9 +11,11 @@ As TensorRT-LLM's Gemma converter (``models/gemma/convert.py``, ``HfParser``):
   by columns/rows, the lm_head split by vocabulary rows (read from ``embed_tokens`` when the
   embeddings are tied, as Gemma's are by default).
 
-The HF config is read in both forms: hub checkpoints' ``rope_theta``/``rope_scaling`` and
-transformers 5's ``rope_parameters``. Fields that change the math and are not implemented
-(another RoPE type, bidirectional attention, biases, another activation) are refused.
+The HF config is read in both forms (hub checkpoints' ``rope_theta``/``rope_scaling``,
+transformers 5's ``rope_parameters``) by the shared decoder's ``hf_rope``. Fields that change
+the math and are not implemented (an unsupported RoPE type, bidirectional attention, biases,
+another activation) are refused. Without ``layer_types`` (hub configs) the layers alternate
+as Gemma 2's do: even layers slide, odd layers attend globally.
 """
 
 from __future__ import annotations
@@ -25,31 +27,15 @@ import numpy as np
 
 from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
 from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, kv_heads_of_rank, rank_position
-from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, LAYER_TYPES, Gemma2Geometry
+from trtcas.errors import TrtcasError
+from trtcas.rules.llm.decoder.geometry import LAYER_TYPES
+from trtcas.rules.llm.decoder.hf_config import hf_rope
+from trtcas.rules.llm.decoder.hf_convert import _step_values, check_parallelism
+from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, GELU_TANH, Gemma2Geometry
 from trtcas.rules.llm.hf import HFCheckpoint, _read
-from trtcas.rules.llm.llama.convert import _step_values, check_parallelism
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
 _REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size")
-_GELU_TANH = ("gelu_pytorch_tanh",)
-
-
-def rope_settings(config: Mapping, path: Path | str, arch: str) -> float:
-    """``rope_theta`` from either config form; any RoPE type but the default is refused."""
-    params = config.get("rope_parameters")
-    scaling = config.get("rope_scaling")
-    for where, value in (("rope_parameters", params), ("rope_scaling", scaling)):
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise ConvertError(f"{path}: {where} must be an object, got {value!r}")
-        kind = value.get("rope_type", value.get("type", "default"))
-        if kind != "default":
-            raise ConvertError(f"{path}: {where} type {kind!r} is not supported for {arch}; supported: default")
-    theta = (params or {}).get("rope_theta", config.get("rope_theta", 10000.0))
-    if not isinstance(theta, (int, float)) or isinstance(theta, bool) or theta <= 0:
-        raise ConvertError(f"{path}: rope_theta must be a positive number, got {theta!r}")
-    return float(theta)
 
 
 def check_common_hf(config: Mapping, path: Path, arch: str, required: tuple[str, ...]) -> None:
@@ -64,14 +50,17 @@ def check_common_hf(config: Mapping, path: Path, arch: str, required: tuple[str,
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             raise ConvertError(f"{path}: {key} is true; biases are not converted for {arch}")
-    rope_settings(config, path, arch)
+    try:
+        hf_rope(config)
+    except TrtcasError as exc:
+        raise ConvertError(f"{path}: {exc}") from None
 
 
 def check_hf_config(config: Mapping, path: Path) -> None:
     """Refuse, in one line, a Gemma 2 config whose math the network does not implement."""
     check_common_hf(config, path, ARCHITECTURE_NAME, _REQUIRED_HF_KEYS)
-    act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
-    if act not in _GELU_TANH:
+    act = config.get("hidden_activation") or config.get("hidden_act") or GELU_TANH
+    if act != GELU_TANH:
         raise ConvertError(f"{path}: hidden_activation {act!r} is not supported; Gemma 2's GeGLU needs gelu_pytorch_tanh")
     if config.get("use_bidirectional_attention"):
         raise ConvertError(f"{path}: use_bidirectional_attention is true; only causal attention is supported")
@@ -96,10 +85,14 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
     ``query_pre_attn_scalar``) plus ``sliding_window``/``layer_types``."""
     if not checked:
         check_parallelism(hf_config, spec)
-    heads = hf_config["num_attention_heads"]
-    layers = hf_config["num_hidden_layers"]
+    heads, layers = hf_config["num_attention_heads"], hf_config["num_hidden_layers"]
+    head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // heads
     tied = bool(hf_config.get("tie_word_embeddings", True))
-    return {
+    theta, scaling, partial = hf_rope(hf_config)
+    window = hf_config.get("sliding_window", 4096)
+    types = hf_config.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                                             for i in range(layers)]
+    config = {
         "architecture": ARCHITECTURE_NAME,
         "dtype": spec.dtype,
         "logits_dtype": "float32",
@@ -109,13 +102,13 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": hf_config.get("num_key_value_heads") or heads,
-        "head_size": hf_config.get("head_dim") or hf_config["hidden_size"] // heads,
-        "hidden_act": "gelu_pytorch_tanh",
+        "head_size": head_size,
+        "hidden_act": GELU_TANH,
         "intermediate_size": hf_config["intermediate_size"],
         "norm_epsilon": hf_config.get("rms_norm_eps", 1e-6),
         "position_embedding_type": "rope_gpt_neox",
-        "rotary_base": rope_settings(hf_config, "config.json", ARCHITECTURE_NAME),
-        "rotary_scaling": None,
+        "rotary_base": theta,
+        "rotary_scaling": scaling,
         "use_parallel_embedding": spec.vocab_parallel,
         "embedding_sharding_dim": 0,
         "share_embedding_table": tied,
@@ -126,12 +119,14 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
         "query_pre_attn_scalar": hf_config.get("query_pre_attn_scalar", 256),
         "attn_logit_softcapping": hf_config.get("attn_logit_softcapping", 50.0),
         "final_logit_softcapping": hf_config.get("final_logit_softcapping", 30.0),
-        "sliding_window": hf_config.get("sliding_window", 4096),
-        "layer_types": list(hf_config.get("layer_types") or
-                            ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]),
         "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp},
         "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
     }
+    if int(head_size * partial) != head_size:
+        config["rotary_dim"] = int(head_size * partial)
+    if window is not None and "sliding_attention" in types:
+        config["sliding_window"], config["layer_types"] = window, list(types)
+    return config
 
 
 def geometry(hf_config: Mapping, spec: ConvertSpec) -> Gemma2Geometry:

@@ -23,63 +23,39 @@ import numpy as np
 
 from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
 from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, kv_heads_of_rank, rank_position
-from trtcas.rules.llm.gemma2.convert import check_common_hf, rope_settings
+from trtcas.rules.llm.decoder.hf_config import HFLayout
+from trtcas.rules.llm.decoder.hf_config import check_hf_config as check_decoder_config
+from trtcas.rules.llm.decoder.hf_convert import _step_values, check_parallelism
+from trtcas.rules.llm.decoder.hf_convert import trtllm_config as decoder_config
 from trtcas.rules.llm.hf import HFCheckpoint, _read
-from trtcas.rules.llm.llama.convert import _step_values, check_parallelism
 from trtcas.rules.llm.mixtral.config import ARCHITECTURE_NAME, RENORMALIZE, MixtralGeometry
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
-_REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size",
-                     "num_local_experts", "num_experts_per_tok")
+# Attention, norms, RoPE and sliding window as the shared decoder reads them (Mistral's layout).
+LAYOUT = HFLayout(ARCHITECTURE_NAME, windows="all")
 
 
 def check_hf_config(config: Mapping, path: Path) -> None:
-    """Refuse, in one line, a Mixtral config whose math the network does not implement."""
-    check_common_hf(config, path, ARCHITECTURE_NAME, _REQUIRED_HF_KEYS)
-    if config.get("hidden_act", "silu") != "silu":
-        raise ConvertError(f"{path}: hidden_act {config['hidden_act']!r} is not silu; Mixtral's experts need silu")
-    if config["num_experts_per_tok"] > config["num_local_experts"]:
-        raise ConvertError(f"{path}: num_experts_per_tok={config['num_experts_per_tok']} exceeds "
-                           f"num_local_experts={config['num_local_experts']}")
-    window = config.get("sliding_window")
-    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
-        raise ConvertError(f"{path}: sliding_window must be a positive integer or null, got {window!r}")
+    """Refuse, in one line, a Mixtral config whose math the network does not implement: the
+    shared decoder's checks (rope forms and types, silu, biases, windows), then the experts'."""
+    check_decoder_config(LAYOUT, config, path)
+    experts, top_k = config.get("num_local_experts"), config.get("num_experts_per_tok")
+    for key, value in (("num_local_experts", experts), ("num_experts_per_tok", top_k)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConvertError(f"{path}: HF config {key!r} must be a positive integer, got {value!r}")
+    if top_k > experts:
+        raise ConvertError(f"{path}: num_experts_per_tok={top_k} exceeds num_local_experts={experts}")
 
 
 def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) -> dict:
-    """TensorRT-LLM's ``LLaMAConfig`` for a Mixtral checkpoint, with its ``moe`` section."""
-    if not checked:
-        check_parallelism(hf_config, spec)
-    heads = hf_config["num_attention_heads"]
-    return {
-        "architecture": ARCHITECTURE_NAME,
-        "dtype": spec.dtype,
-        "logits_dtype": "float32",
-        "vocab_size": hf_config["vocab_size"],
-        "max_position_embeddings": hf_config.get("max_position_embeddings", 4096 * 32),
-        "hidden_size": hf_config["hidden_size"],
-        "num_hidden_layers": hf_config["num_hidden_layers"],
-        "num_attention_heads": heads,
-        "num_key_value_heads": hf_config.get("num_key_value_heads") or heads,
-        "head_size": hf_config.get("head_dim") or hf_config["hidden_size"] // heads,
-        "hidden_act": "swiglu",
-        "intermediate_size": hf_config["intermediate_size"],
-        "norm_epsilon": hf_config.get("rms_norm_eps", 1e-5),
-        "position_embedding_type": "rope_gpt_neox",
-        "rotary_base": rope_settings(hf_config, "config.json", ARCHITECTURE_NAME),
-        "rotary_scaling": None,
-        "sliding_window": hf_config.get("sliding_window"),
-        "use_parallel_embedding": spec.vocab_parallel,
-        "embedding_sharding_dim": 0,
-        "tie_word_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
-        "mlp_bias": False,
-        "attn_bias": False,
-        "moe": {"num_experts": hf_config["num_local_experts"], "top_k": hf_config["num_experts_per_tok"],
-                "normalization_mode": RENORMALIZE, "shared_expert_intermediate_size": 0},
-        "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp,
-                    "moe_tp_size": spec.tp, "moe_ep_size": 1},
-        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
-    }
+    """TensorRT-LLM's ``LLaMAConfig`` for a Mixtral checkpoint: the shared decoder's, with
+    ``hidden_act = swiglu``, the ``moe`` section and the mapping's ``moe_tp_size``/``moe_ep_size``."""
+    config = decoder_config(LAYOUT, hf_config, spec, checked)
+    config["hidden_act"] = "swiglu"
+    config["moe"] = {"num_experts": hf_config["num_local_experts"], "top_k": hf_config["num_experts_per_tok"],
+                     "normalization_mode": RENORMALIZE, "shared_expert_intermediate_size": 0}
+    config["mapping"] = {**config["mapping"], "moe_tp_size": spec.tp, "moe_ep_size": 1}
+    return config
 
 
 def geometry(hf_config: Mapping, spec: ConvertSpec) -> MixtralGeometry:

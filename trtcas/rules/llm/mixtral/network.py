@@ -1,9 +1,9 @@
 """A Mixtral TensorRT-LLM checkpoint rank -> a TensorRT network of TensorRT's own layers.
 
-The prefill network of HF's ``MixtralForCausalLM``: Llama's decoder (RMSNorm, RoPE, GQA
-attention through ``IAttention``, or the decomposed attention of ``trt.layers`` when a
-``sliding_window`` shorter than ``max_seq_len`` must mask), with the MLP replaced by a sparse
-mixture of experts. Rank-independent in structure like the other networks here.
+The prefill network of HF's ``MixtralForCausalLM``: the shared decoder's blocks (embedding,
+RMSNorm, RoPE, GQA attention through ``IAttention``, under a window mask when a
+``sliding_window`` shorter than ``max_seq_len`` cuts, lm_head) with the MLP replaced by a
+sparse mixture of experts. Rank-independent in structure like the shared decoder's network.
 
 The MoE block is written *densely* from matmul, softmax, top-k, elementwise and shuffle
 layers, not with ``INetworkDefinition.add_moe``:
@@ -32,74 +32,43 @@ Ties at the k-th probability select every tied expert (HF's ``topk`` picks one).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
 
-from trtcas.rules.llm.gemma2.config import check_weights
-from trtcas.rules.llm.gemma2.network import WrittenNetwork, finish_network, qkv_heads, rotary_caches, start_network
-from trtcas.rules.llm.llama.network import _embedding, _gather_logits
+from trtcas.rules.llm.decoder.geometry import check_weights
+from trtcas.rules.llm.decoder.network import DecoderNetwork, attention_block, embedding, lm_head, rope_caches, window_mask
+from trtcas.rules.llm.gemma2.network import finish_network, start_network
 from trtcas.rules.llm.mixtral.config import MixtralGeometry, expected_weights
-from trtcas.rules.messages import require
-from trtcas.rules.trt.layers import _TRT_DTYPE, LayerWriter, decomposed_attention
+from trtcas.rules.trt.layers import LayerWriter
 
 
 def build_mixtral_network(backend, checkpoint_config: Mapping[str, Any], rank: int, weights: Mapping[str, np.ndarray],
                           max_batch_size: int, max_seq_len: int, *, dynamic_shapes: bool = False,
                           gather_logits: bool = True, decomposable_attention: bool = True,
-                          log_severity: str = "info", **_ignored: Any) -> WrittenNetwork:
+                          log_severity: str = "info") -> DecoderNetwork:
     """Write rank ``rank``'s Mixtral prefill network from its weights."""
     g = MixtralGeometry.from_config(checkpoint_config)
-    require(isinstance(rank, int) and 0 <= rank < g.tp, f"rank {rank!r} is outside 0..{g.tp - 1}")
-    check_weights(expected_weights(g), rank, weights, "Mixtral", g.tp)
-    builder, logger, w, ids = start_network(backend, log_severity, g.dtype, max_batch_size, max_seq_len,
+    builder, logger, w, ids = start_network(backend, g, rank, log_severity, max_batch_size, max_seq_len,
                                             dynamic_shapes, decomposable_attention)
-    x = _embedding(w, g, rank, weights, ids)
-    cos, sin = rotary_caches(w, g.head_size, g.rotary_base, ids, max_seq_len)
+    expected = expected_weights(g)
+    check_weights(expected, g.tp, rank, weights)
+    x = embedding(w, g, rank, weights, ids)
+    rope = rope_caches(w, g, ids, max_seq_len)
     for i in range(g.layers):
-        x = _layer(w, g, weights, f"transformer.layers.{i}", x, ids, cos, sin, max_seq_len)
+        p = f"transformer.layers.{i}"
+        h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
+        mask = window_mask(w, ids, g.window(i, max_seq_len), max_seq_len)
+        x = w.elementwise(x, attention_block(w, g, weights, f"{p}.attention", h, ids, rope, mask), "SUM",
+                          f"{p}.attention.residual")
+        out = _moe(w, g, weights, w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon), ids, f"{p}.mlp")
+        if g.tp > 1:
+            out = w.collective(out, g.tp, f"{p}.mlp.all_reduce")
+        x = w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
     x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
-    logits = w.linear(x, "lm_head", weights)
-    if g.tp > 1 and gather_logits:
-        logits = _gather_logits(w, g, logits, ids)
-    if g.logits_dtype != g.dtype:
-        logits = w.cast(logits, getattr(w.trt.DataType, _TRT_DTYPE[g.logits_dtype]), "lm_head.to_logits_dtype")
-    return finish_network(backend, builder, logger, w, logits, f"{checkpoint_config['architecture']} rank {rank} of "
-                          f"tp={g.tp}", max_batch_size, max_seq_len, dynamic_shapes)
-
-
-def _layer(w: LayerWriter, g: MixtralGeometry, weights: Mapping[str, np.ndarray], p: str, x: Any, ids: Any,
-           cos: Any, sin: Any, max_seq_len: int) -> Any:
-    h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
-    q, k, v = qkv_heads(w, w.linear(h, f"{p}.attention.qkv", weights), ids, p, g.heads_per_rank,
-                        g.kv_heads_per_rank, g.head_size, cos, sin)
-    scale = 1.0 / math.sqrt(g.head_size)
-    window = g.window(max_seq_len)
-    if window is None:
-        context = _native_attention(w, q, k, v, scale, f"{p}.attention")
-    else:
-        context = decomposed_attention(w, q, k, v, ids, name=f"{p}.attention.core", scale=scale,
-                                       max_seq_len=max_seq_len, window=window)
-    out = w.linear(context, f"{p}.attention.dense", weights)
-    if g.tp > 1:
-        out = w.collective(out, g.tp, f"{p}.attention.all_reduce")
-    x = w.elementwise(x, out, "SUM", f"{p}.attention.residual")
-    out = _moe(w, g, weights, w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon), ids, f"{p}.mlp")
-    if g.tp > 1:
-        out = w.collective(out, g.tp, f"{p}.mlp.all_reduce")
-    return w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
-
-
-def _native_attention(w: LayerWriter, q: Any, k: Any, v: Any, scale: float, p: str) -> Any:
-    """``IAttention`` (causal, Q pre-scaled: TensorRT does not scale ``Q Kᵀ``) -> ``[b, s, n d]``."""
-    trt = w.trt
-    q = w.elementwise(q, w.scalar("attention.query_scale", scale, rank=4), "PROD", f"{p}.q.scale")
-    attention = w.net.add_attention_v2(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, trt.CausalMaskKind.UPPER_LEFT)
-    attention.name = f"{p}.core"
-    attention.decomposable = w.decomposable_attention
-    n, d = int(q.shape[1]), int(q.shape[3])
-    return w.shuffle(attention.get_output(0), f"{p}.context", transpose=(0, 2, 1, 3), reshape=(0, 0, n * d))
+    logits = lm_head(w, g, weights, x, ids, gather_logits)
+    return finish_network(backend, builder, logger, w, logits, g, rank, max_batch_size, max_seq_len, dynamic_shapes,
+                          gather_logits, tuple(expected))
 
 
 def _gates(w: LayerWriter, g: MixtralGeometry, weights: Mapping[str, np.ndarray], h: Any, ids: Any, p: str) -> Any:
