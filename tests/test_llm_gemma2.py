@@ -16,8 +16,14 @@ import pytest
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
-import trtcas  # noqa: E402
-from support.arch_checks import build, engines_compute_the_model, finetune_keeps_structure, run  # noqa: E402
+from support.arch_checks import (  # noqa: E402
+    build,
+    engines_compute_the_model,
+    finetune_keeps_structure,
+    refused_in_one_line,
+    run,
+    tp4_networks_compute_the_model,
+)
 from support.tiny_hf import REMOVE, TOLERANCE, edit_hf_config, last_logits, make_model, project, relative_error  # noqa: E402
 from trtcas.errors import TrtcasError  # noqa: E402
 
@@ -46,8 +52,7 @@ def test_engines_build_and_compute_the_model(gemma, cache, dtype, tp):
 
 def test_tp4_networks_compute_the_model(gemma, cache):
     root, _, reference = gemma
-    got = run(root, cache, "parallel.tp=4")
-    assert got.ranks == 4 and relative_error(got.logits, reference) <= TOLERANCE["float32"]
+    tp4_networks_compute_the_model(root, cache, reference)
 
 
 def test_every_gemma2_feature_is_checked(gemma, tmp_path):
@@ -86,15 +91,7 @@ def test_a_hub_config_reads_the_same(gemma, cache, tmp_path):
     (dict(attn_logit_softcapping=-1), "attn_logit_softcapping"),
 ])
 def test_config_fields_that_change_the_math_are_refused_in_one_line(gemma, cache, tmp_path, change, message):
-    import shutil
-
-    root, _, _ = gemma
-    shutil.copytree(root / "hf", tmp_path / "hf")
-    (tmp_path / "trtcas.toml").write_text((root / "trtcas.toml").read_text())
-    edit_hf_config(tmp_path / "hf", **change)
-    with pytest.raises(TrtcasError) as info:
-        trtcas.build(tmp_path / "trtcas.toml", cache_dir=cache)
-    assert message in str(info.value) and "\n" not in str(info.value)
+    refused_in_one_line(gemma[0], cache, tmp_path, change, message)
 
 
 def test_quantization_is_refused_in_one_line(gemma, cache):

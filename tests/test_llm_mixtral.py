@@ -11,7 +11,6 @@ the unselected experts get a gate of exactly zero. Tolerances as support/tiny_hf
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -19,9 +18,15 @@ import pytest
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
-import trtcas  # noqa: E402
-from support.arch_checks import build, engines_compute_the_model, finetune_keeps_structure, run  # noqa: E402
-from support.tiny_hf import TOLERANCE, edit_hf_config, last_logits, make_model, project, relative_error  # noqa: E402
+from support.arch_checks import (  # noqa: E402
+    build,
+    engines_compute_the_model,
+    finetune_keeps_structure,
+    refused_in_one_line,
+    run,
+    tp4_networks_compute_the_model,
+)
+from support.tiny_hf import TOLERANCE, last_logits, make_model, project, relative_error  # noqa: E402
 from trtcas.errors import TrtcasError  # noqa: E402
 
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
@@ -48,8 +53,7 @@ def test_engines_build_and_compute_the_model(mixtral, cache, dtype, tp):
 
 def test_tp4_networks_compute_the_model(mixtral, cache):
     root, _, reference = mixtral
-    got = run(root, cache, "parallel.tp=4")
-    assert got.ranks == 4 and relative_error(got.logits, reference) <= TOLERANCE["float32"]
+    tp4_networks_compute_the_model(root, cache, reference)
 
 
 def test_a_sliding_window_is_computed(cache, tmp_path):
@@ -114,13 +118,7 @@ def test_a_finetune_of_one_layer_keeps_every_structure_and_explain_says_weights(
     (dict(num_local_experts=0), "num_local_experts"),
 ])
 def test_config_fields_that_change_the_math_are_refused_in_one_line(mixtral, cache, tmp_path, change, message):
-    root, _, _ = mixtral
-    shutil.copytree(root / "hf", tmp_path / "hf")
-    (tmp_path / "trtcas.toml").write_text((root / "trtcas.toml").read_text())
-    edit_hf_config(tmp_path / "hf", **change)
-    with pytest.raises(TrtcasError) as info:
-        trtcas.build(tmp_path / "trtcas.toml", cache_dir=cache)
-    assert message in str(info.value) and "\n" not in str(info.value)
+    refused_in_one_line(mixtral[0], cache, tmp_path, change, message)
 
 
 def test_quantization_is_refused_in_one_line(mixtral, cache):

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import trtcas
-from support.tiny_hf import TARGET, TOKENS, TOLERANCE, last_logits, relative_error
+from support.tiny_hf import TARGET, TOKENS, TOLERANCE, edit_hf_config, last_logits, relative_error
+from trtcas.errors import TrtcasError
 from trtcas.cas.content_store import ContentStore
 from trtcas.config import load_config
 from trtcas.graph.explain import explain_builds
@@ -77,3 +78,23 @@ def finetune_keeps_structure(source: Path, project: Path, cache: Path, name: str
     assert not any("network:" in line for line in lines), lines
     tuned = last_logits(model)
     assert relative_error(run(project, cache).logits, tuned) <= TOLERANCE["float32"]
+
+
+def tp4_networks_compute_the_model(root: Path, cache: Path, reference: np.ndarray) -> None:
+    """tp 4 (the KV heads replicated) through ``trtcas run`` only: networks, not engines."""
+    got = run(root, cache, "parallel.tp=4")
+    assert got.ranks == 4 and relative_error(got.logits, reference) <= TOLERANCE["float32"]
+
+
+def refused_in_one_line(root: Path, cache: Path, scratch: Path, change: dict, message: str) -> None:
+    """The project's model with ``change`` made to its HF config.json fails to plan, in one
+    line containing ``message``."""
+    shutil.copytree(root / "hf", scratch / "hf")
+    (scratch / "trtcas.toml").write_text((root / "trtcas.toml").read_text())
+    edit_hf_config(scratch / "hf", **change)
+    try:
+        trtcas.build(scratch / "trtcas.toml", cache_dir=cache)
+    except TrtcasError as exc:
+        assert message in str(exc) and "\n" not in str(exc), str(exc)
+    else:
+        raise AssertionError(f"{change} was not refused")

@@ -26,39 +26,40 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
-from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, kv_heads_of_rank, rank_position
+from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, rank_position
 from trtcas.errors import TrtcasError
 from trtcas.rules.llm.decoder.geometry import LAYER_TYPES
-from trtcas.rules.llm.decoder.hf_config import hf_rope
-from trtcas.rules.llm.decoder.hf_convert import _step_values, check_parallelism
+from trtcas.rules.llm.decoder.hf_config import HFLayout, hf_rope
+from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values, check_parallelism
 from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, GELU_TANH, Gemma2Geometry
 from trtcas.rules.llm.hf import HFCheckpoint, _read
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
+LAYOUT = HFLayout(ARCHITECTURE_NAME)  # q/k/v and o_proj as Llama's
 _REQUIRED_HF_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "vocab_size")
 
 
-def check_common_hf(config: Mapping, path: Path, arch: str, required: tuple[str, ...]) -> None:
-    """Keys every decoder config needs, as positive integers, and no biases."""
-    for key in required:
+def check_hf_config(config: Mapping, path: Path) -> None:
+    """Refuse, in one line, a Gemma 2 config whose math the network does not implement."""
+    arch = ARCHITECTURE_NAME
+    for key in _REQUIRED_HF_KEYS:
         if key not in config:
             raise ConvertError(f"{path}: HF config lacks {key!r}, which a {arch} config needs")
-    for key in (*required, "num_key_value_heads", "head_dim", "max_position_embeddings"):
-        value = config.get(key) or 1
+    for key in (*_REQUIRED_HF_KEYS, "num_key_value_heads", "head_dim", "max_position_embeddings"):
+        value = config.get(key)
+        if value is None and key not in _REQUIRED_HF_KEYS:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConvertError(f"{path}: HF config {key!r} must be a positive integer, got {value!r}")
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             raise ConvertError(f"{path}: {key} is true; biases are not converted for {arch}")
     try:
-        hf_rope(config)
+        partial = hf_rope(config)[2]
     except TrtcasError as exc:
         raise ConvertError(f"{path}: {exc}") from None
-
-
-def check_hf_config(config: Mapping, path: Path) -> None:
-    """Refuse, in one line, a Gemma 2 config whose math the network does not implement."""
-    check_common_hf(config, path, ARCHITECTURE_NAME, _REQUIRED_HF_KEYS)
+    if partial != 1:  # HF's Gemma 2 rotates whole heads whatever the factor says: refuse rather than guess
+        raise ConvertError(f"{path}: partial_rotary_factor={partial} is not supported for {arch}")
     act = config.get("hidden_activation") or config.get("hidden_act") or GELU_TANH
     if act != GELU_TANH:
         raise ConvertError(f"{path}: hidden_activation {act!r} is not supported; Gemma 2's GeGLU needs gelu_pytorch_tanh")
@@ -88,7 +89,7 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
     heads, layers = hf_config["num_attention_heads"], hf_config["num_hidden_layers"]
     head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // heads
     tied = bool(hf_config.get("tie_word_embeddings", True))
-    theta, scaling, partial = hf_rope(hf_config)
+    theta, scaling, _ = hf_rope(hf_config)
     window = hf_config.get("sliding_window", 4096)
     types = hf_config.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
                                              for i in range(layers)]
@@ -122,27 +123,29 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
         "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp},
         "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
     }
-    if int(head_size * partial) != head_size:
-        config["rotary_dim"] = int(head_size * partial)
     if window is not None and "sliding_attention" in types:
         config["sliding_window"], config["layer_types"] = window, list(types)
     return config
 
 
-def geometry(hf_config: Mapping, spec: ConvertSpec) -> Gemma2Geometry:
+def check_spec(hf_config: Mapping, spec: ConvertSpec, architecture: str) -> None:
+    """Refuse what these converters do not make (quantization, pipeline stages) and splits
+    TensorRT-LLM cannot make, before any tensor is read."""
     if spec.quantization is not None:
-        raise ConvertError(f"quantization {spec.quantization} is not supported for {ARCHITECTURE_NAME}; use none")
+        raise ConvertError(f"quantization {spec.quantization} is not supported for {architecture}; use none")
     if spec.pp != 1:
-        raise ConvertError(f"pp={spec.pp}: {ARCHITECTURE_NAME} converts with pp=1 only")
+        raise ConvertError(f"pp={spec.pp}: {architecture} converts with pp=1 only")
     check_parallelism(hf_config, spec)
+
+
+def geometry(hf_config: Mapping, spec: ConvertSpec) -> Gemma2Geometry:
+    check_spec(hf_config, spec, ARCHITECTURE_NAME)
     return Gemma2Geometry.from_config(trtllm_config(hf_config, spec, checked=True))
 
 
 def _layer_steps(g: Gemma2Geometry, spec: ConvertSpec, layer: int) -> list[ConvertStep]:
     hf, out = f"model.layers.{layer}", f"transformer.layers.{layer}"
     tp, target, norm = spec.tp, _CODE_OF_TARGET[spec.dtype], (g.hidden,)
-    q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
-    qkv_local = (g.heads // tp + 2 * len(kv_heads_of_rank(g.kv_heads, tp, 0))) * g.head_size
 
     def norm_step(hf_name: str, name: str) -> ConvertStep:
         return ConvertStep("norm_plus_one", (f"{hf}.{hf_name}.weight",), (norm,),
@@ -154,10 +157,7 @@ def _layer_steps(g: Gemma2Geometry, spec: ConvertSpec, layer: int) -> list[Conve
     inter = g.intermediate
     return [
         norm_step("input_layernorm", "input_layernorm"),
-        ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
-                    ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
-                    (TensorSlot(f"{out}.attention.qkv.weight", target, (qkv_local, g.hidden)),)),
-        linear("row", "self_attn.o_proj", (g.hidden, q_rows), "attention.dense", (g.hidden, q_rows // tp)),
+        *_attention_steps(LAYOUT, g, spec, hf, out),
         norm_step("post_attention_layernorm", "post_layernorm"),
         norm_step("pre_feedforward_layernorm", "pre_feedforward_layernorm"),
         linear("column", "mlp.gate_proj", (inter, g.hidden), "mlp.fc", (inter // tp, g.hidden)),

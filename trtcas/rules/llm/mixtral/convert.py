@@ -22,11 +22,12 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
-from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, kv_heads_of_rank, rank_position
+from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, rank_position
 from trtcas.rules.llm.decoder.hf_config import HFLayout
 from trtcas.rules.llm.decoder.hf_config import check_hf_config as check_decoder_config
-from trtcas.rules.llm.decoder.hf_convert import _step_values, check_parallelism
+from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values
 from trtcas.rules.llm.decoder.hf_convert import trtllm_config as decoder_config
+from trtcas.rules.llm.gemma2.convert import check_spec
 from trtcas.rules.llm.hf import HFCheckpoint, _read
 from trtcas.rules.llm.mixtral.config import ARCHITECTURE_NAME, RENORMALIZE, MixtralGeometry
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
@@ -59,30 +60,20 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
 
 
 def geometry(hf_config: Mapping, spec: ConvertSpec) -> MixtralGeometry:
-    if spec.quantization is not None:
-        raise ConvertError(f"quantization {spec.quantization} is not supported for {ARCHITECTURE_NAME}; use none")
-    if spec.pp != 1:
-        raise ConvertError(f"pp={spec.pp}: {ARCHITECTURE_NAME} converts with pp=1 only")
-    check_parallelism(hf_config, spec)
+    check_spec(hf_config, spec, ARCHITECTURE_NAME)
     return MixtralGeometry.from_config(trtllm_config(hf_config, spec, checked=True))
 
 
 def _layer_steps(g: MixtralGeometry, spec: ConvertSpec, layer: int) -> list[ConvertStep]:
     hf, out = f"model.layers.{layer}", f"transformer.layers.{layer}"
-    tp, target, norm = spec.tp, _CODE_OF_TARGET[spec.dtype], (g.hidden,)
-    q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
-    qkv_local = (g.heads // tp + 2 * len(kv_heads_of_rank(g.kv_heads, tp, 0))) * g.head_size
+    target, norm = _CODE_OF_TARGET[spec.dtype], (g.hidden,)
     moe = f"{hf}.block_sparse_moe"
     experts = range(g.experts)
     up_gate = tuple(f"{moe}.experts.{e}.{w}.weight" for w in ("w3", "w1") for e in experts)
     return [
         ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
-        ConvertStep("qkv", tuple(f"{hf}.self_attn.{p}_proj.weight" for p in "qkv"),
-                    ((q_rows, g.hidden), (kv_rows, g.hidden), (kv_rows, g.hidden)),
-                    (TensorSlot(f"{out}.attention.qkv.weight", target, (qkv_local, g.hidden)),)),
-        ConvertStep("row", (f"{hf}.self_attn.o_proj.weight",), ((g.hidden, q_rows),),
-                    (TensorSlot(f"{out}.attention.dense.weight", target, (g.hidden, q_rows // tp)),)),
+        *_attention_steps(LAYOUT, g, spec, hf, out),
         ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
         ConvertStep("router", (f"{moe}.gate.weight",), ((g.experts, g.hidden),),
