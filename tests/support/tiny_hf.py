@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2,
-             num_hidden_layers=2, vocab_size=256, max_position_embeddings=64)
+from support.hf_models import SIZES  # the shared decoder tests' sizes
+
 TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: a sliding window of 3 cuts
 # fp32: issue 11's bar; half precision: every layer rounds (measured: fp16 ~2e-3, bf16 ~1.5e-2)
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}

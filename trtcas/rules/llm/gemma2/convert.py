@@ -167,21 +167,26 @@ def _layer_steps(g: Gemma2Geometry, spec: ConvertSpec, layer: int) -> list[Conve
     ]
 
 
-def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
-    """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor."""
-    g = geometry(hf_config, spec)
+def plan_decoder(g, spec: ConvertSpec, rank: int, layer_steps, final_norm_op: str, tied: bool) -> tuple[ConvertStep, ...]:
+    """A whole rank's steps in file order: embedding, ``layer_steps(g, spec, layer)`` for every
+    layer, the final norm (``final_norm_op``), the lm_head (from the embedding when ``tied``)."""
     rank_position(g, spec, rank)
     target, table = _CODE_OF_TARGET[spec.dtype], (g.vocab, g.hidden)
     steps = [ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
                          (TensorSlot("transformer.vocab_embedding.weight", target, (g.embedding_rows, g.hidden)),))]
     for layer in range(g.layers):
-        steps.extend(_layer_steps(g, spec, layer))
-    steps.append(ConvertStep("norm_plus_one", ("model.norm.weight",), ((g.hidden,),),
+        steps.extend(layer_steps(g, spec, layer))
+    steps.append(ConvertStep(final_norm_op, ("model.norm.weight",), ((g.hidden,),),
                              (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
-    tied = bool(hf_config.get("tie_word_embeddings", True))
     steps.append(ConvertStep("lm_head", ("model.embed_tokens.weight" if tied else "lm_head.weight",), (table,),
                              (TensorSlot("lm_head.weight", target, (_padded_vocab(g.vocab, spec.tp) // spec.tp, g.hidden)),)))
     return tuple(steps)
+
+
+def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
+    """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor."""
+    return plan_decoder(geometry(hf_config, spec), spec, rank, _layer_steps, "norm_plus_one",
+                        bool(hf_config.get("tie_word_embeddings", True)))
 
 
 def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: int,

@@ -22,12 +22,12 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
-from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, rank_position
+from trtcas.rules.llm.convert import ConvertStep, cast_to, rank_position
 from trtcas.rules.llm.decoder.hf_config import HFLayout
 from trtcas.rules.llm.decoder.hf_config import check_hf_config as check_decoder_config
 from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values
 from trtcas.rules.llm.decoder.hf_convert import trtllm_config as decoder_config
-from trtcas.rules.llm.gemma2.convert import check_spec
+from trtcas.rules.llm.gemma2.convert import check_spec, plan_decoder
 from trtcas.rules.llm.hf import HFCheckpoint, _read
 from trtcas.rules.llm.mixtral.config import ARCHITECTURE_NAME, RENORMALIZE, MixtralGeometry
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
@@ -88,19 +88,8 @@ def _layer_steps(g: MixtralGeometry, spec: ConvertSpec, layer: int) -> list[Conv
 
 def plan_rank(hf_config: Mapping, spec: ConvertSpec, rank: int) -> tuple[ConvertStep, ...]:
     """The steps that make ``rank{rank}.safetensors``, in file order; reads no tensor."""
-    g = geometry(hf_config, spec)
-    rank_position(g, spec, rank)
-    target, table = _CODE_OF_TARGET[spec.dtype], (g.vocab, g.hidden)
-    steps = [ConvertStep("embedding", ("model.embed_tokens.weight",), (table,),
-                         (TensorSlot("transformer.vocab_embedding.weight", target, (g.embedding_rows, g.hidden)),))]
-    for layer in range(g.layers):
-        steps.extend(_layer_steps(g, spec, layer))
-    steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
-                             (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
-    tied = bool(hf_config.get("tie_word_embeddings", False))
-    steps.append(ConvertStep("lm_head", ("model.embed_tokens.weight" if tied else "lm_head.weight",), (table,),
-                             (TensorSlot("lm_head.weight", target, (_padded_vocab(g.vocab, spec.tp) // spec.tp, g.hidden)),)))
-    return tuple(steps)
+    return plan_decoder(geometry(hf_config, spec), spec, rank, _layer_steps, "replicate",
+                        bool(hf_config.get("tie_word_embeddings", False)))
 
 
 def _expert_values(ckpt: HFCheckpoint, g: MixtralGeometry, tp_rank: int, step: ConvertStep) -> np.ndarray:
