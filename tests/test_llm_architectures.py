@@ -4,8 +4,8 @@ model's own forward pass.
 
 Tolerances (max abs logit error over max |logit| of the float32 transformers model):
 - float32 targets: 1e-4, and the same argmax (measured ~1e-6);
-- float16 targets: 1e-2 (measured ~1e-3: every layer rounds to 11 bits);
-- bfloat16 targets: 5e-2 (measured ~1e-2: 8 bits of mantissa, and the HF weights rounded too).
+- float16 targets: 5e-3 (measured 4e-4 .. 1.2e-3: every layer rounds to 11 bits);
+- bfloat16 targets: 3e-2 (measured 3e-3 .. 7e-3: 8 bits of mantissa, and the weights rounded too).
 tp 1 and 2 build engines; tp 4 (8 query heads over 2 KV heads: the KV heads replicated) is
 evaluated only (``trtcas run`` builds networks, not engines), which keeps the suite fast.
 """
@@ -33,7 +33,7 @@ from trtcas.graph.history import load_build  # noqa: E402
 from trtcas.graph.rule import RULES  # noqa: E402
 
 TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: Mistral's window of 3 cuts
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 TARGET = """
 [target]
 name = "{name}"
