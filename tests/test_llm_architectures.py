@@ -102,6 +102,13 @@ def test_tp4_networks_compute_the_model(model, cache):
     assert _error(run.logits, reference) <= TOLERANCE["float32"], arch
 
 
+def test_int8_weight_only_networks_compute_the_model(model, cache):
+    arch, root, _, reference = model
+    run = trtcas.run(root / "trtcas.toml", TOKENS, cache_dir=cache,
+                     overrides=["parallel.tp=2", "model.quantization=W8A16", "model.dtype=float16"])
+    assert _error(run.logits, reference) <= 5e-2, arch  # per-channel int8 weights
+
+
 def test_a_finetune_of_one_layer_keeps_every_structure_and_explain_says_weights(model, cache, tmp_path):
     arch, root, torch_model, _ = model
     project = tmp_path / "project"
