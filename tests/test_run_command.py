@@ -89,3 +89,18 @@ def test_bad_run_arguments_are_one_line_errors(llm, tmp_path, args, message):
 def test_tokens_on_an_onnx_target_say_what_to_give(conv, tmp_path):
     out = _cli("run", conv / "trtcas.toml", "--tokens", "1,2", "--cache-dir", tmp_path / "cache")
     assert out.returncode == 1 and "--tokens needs an LLM network" in out.stderr and "--input" in out.stderr
+
+
+def test_ranks_whose_replicated_outputs_differ_are_an_error():
+    import ml_dtypes
+
+    from trtcas.errors import TrtcasError
+    from trtcas.rules.evaluate.run import RunResult, _check_replicas
+
+    same = {"logits": np.ones((1, 2, 4), np.float32)}
+    _check_replicas([same, dict(same)])
+    with pytest.raises(TrtcasError, match="rank 1's output 'logits' differs from rank 0's"):
+        _check_replicas([same, {"logits": np.zeros((1, 2, 4), np.float32)}])
+    # JSON of a bf16 output: plain floats
+    data = RunResult({"y": np.array([1.5, -2.0], ml_dtypes.bfloat16)}, 1).to_dict()
+    assert data["outputs"]["y"] == {"shape": [2], "dtype": "bfloat16", "values": [1.5, -2.0]}
