@@ -4,8 +4,8 @@ model's own forward pass.
 
 Tolerances (max abs logit error over max |logit| of the float32 transformers model):
 - float32 targets: 1e-4, and the same argmax (measured ~1e-6);
-- float16 targets: 1e-2 (measured ~1e-3: every layer rounds to 11 bits);
-- bfloat16 targets: 5e-2 (measured ~1e-2: 8 bits of mantissa, and the HF weights rounded too).
+- float16 targets: 5e-3 (measured 4e-4 .. 1.2e-3: every layer rounds to 11 bits);
+- bfloat16 targets: 3e-2 (measured 3e-3 .. 7e-3: 8 bits of mantissa, and the weights rounded too).
 tp 1 and 2 build engines; tp 4 (8 query heads over 2 KV heads: the KV heads replicated) is
 evaluated only (``trtcas run`` builds networks, not engines), which keeps the suite fast.
 """
@@ -33,7 +33,7 @@ from trtcas.graph.history import load_build  # noqa: E402
 from trtcas.graph.rule import RULES  # noqa: E402
 
 TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: Mistral's window of 3 cuts
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 TARGET = """
 [target]
 name = "{name}"
@@ -102,6 +102,13 @@ def test_tp4_networks_compute_the_model(model, cache):
     assert _error(run.logits, reference) <= TOLERANCE["float32"], arch
 
 
+def test_int8_weight_only_networks_compute_the_model(model, cache):
+    arch, root, _, reference = model
+    run = trtcas.run(root / "trtcas.toml", TOKENS, cache_dir=cache,
+                     overrides=["parallel.tp=2", "model.quantization=W8A16", "model.dtype=float16"])
+    assert _error(run.logits, reference) <= 5e-2, arch  # per-channel int8 weights
+
+
 def test_a_finetune_of_one_layer_keeps_every_structure_and_explain_says_weights(model, cache, tmp_path):
     arch, root, torch_model, _ = model
     project = tmp_path / "project"
@@ -119,16 +126,15 @@ def test_a_finetune_of_one_layer_keeps_every_structure_and_explain_says_weights(
     explained = {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"),
                                                          load_build(store.root, slug), RULES, store.blobs)}
     lines = explained["engine[rank0]"].lines
-    assert any("weights" in line for line in lines), lines
+    assert any(line.startswith("input `weights` changed") for line in lines), lines
     assert not any("network:" in line for line in lines), lines  # no layer or attribute differs
     assert trtcas.run(project / "trtcas.toml", TOKENS, cache_dir=cache).argmax == int(
         np.argmax(last_logits(tuned, TOKENS)))
 
 
+@pytest.mark.parametrize("model", ["Qwen2ForCausalLM"], indirect=True)  # one is enough for the command line
 def test_trtcas_run_prints_json(model, cache):
     arch, root, _, reference = model
-    if arch != "Qwen2ForCausalLM":
-        pytest.skip("one architecture is enough for the command line")
     out = subprocess.run([str(Path(sys.executable).parent / "trtcas"), "run", str(root / "trtcas.toml"), "--tokens",
                           ",".join(map(str, TOKENS)), "--json", "--set", "parallel.tp=2", "--cache-dir", str(cache)],
                          capture_output=True, text=True, check=True).stdout

@@ -22,8 +22,9 @@ MODELS = {
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
     "MistralForCausalLM": ("MistralConfig", dict(sliding_window=3)),
     "Qwen2ForCausalLM": ("Qwen2Config", dict(tie_word_embeddings=True)),
-    "Qwen3ForCausalLM": ("Qwen3Config", dict(head_dim=16)),
-    "Phi3ForCausalLM": ("Phi3Config", dict(pad_token_id=0, eos_token_id=1, bos_token_id=1,
+    "Qwen3ForCausalLM": ("Qwen3Config", dict(head_dim=16, use_sliding_window=True, sliding_window=3,
+                                             max_window_layers=1)),  # layer 1 slides, layer 0 does not
+    "Phi3ForCausalLM": ("Phi3Config", dict(pad_token_id=0, eos_token_id=1, bos_token_id=1, sliding_window=5,
                                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                             "partial_rotary_factor": 0.5})),
 }
@@ -38,7 +39,8 @@ def make_model(architecture: str, out: Path, seed: int = 0, dtype: str = "float3
     config = getattr(transformers, config_class)(**{**SIZES, **extra, **changes})
     config.architectures = [architecture]
     torch.manual_seed(seed)
-    model = getattr(transformers, architecture)._from_config(config, dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    assert type(model).__name__ == architecture
     with torch.no_grad():  # norms start at one and biases at zero: randomize them so a wrong one shows
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):

@@ -45,10 +45,16 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         if self.logits is not None:
             return {"logits": [float(v) for v in self.logits], "argmax": self.argmax, "ranks": self.ranks}
-        return {"outputs": {name: {"shape": list(value.shape), "dtype": value.dtype.name,
-                                   "values": value.astype(np.float64).tolist() if value.dtype.kind == "f"
-                                   else value.tolist()} for name, value in self.outputs.items()},
+        return {"outputs": {name: {"shape": list(value.shape), "dtype": value.dtype.name, "values": _plain(value)}
+                            for name, value in self.outputs.items()},
                 "ranks": self.ranks}
+
+
+def _plain(value: np.ndarray) -> list:
+    """Nested Python numbers (bf16 and other float types numpy lacks widened to float)."""
+    if value.dtype.kind in "biu":
+        return value.tolist()
+    return value.astype(np.float64).tolist()
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ def evaluate_target(store: Any, base_dir: Path, graph: Any, records: Mapping[str
             feeds = {TOKENS_INPUT: ids}
         constants = [dict(r.loaded.weight_arrays) for r in ranks]
         outputs = evaluate_ranks(ranks[0].trt, [r.loaded.parsed.network for r in ranks], dict(feeds), constants)
+    _check_replicas(outputs)
     if position is None:
         return RunResult(outputs[0], len(ranks))
     logits = outputs[0].get(LOGITS_OUTPUT)
@@ -135,6 +142,16 @@ def evaluate_target(store: Any, base_dir: Path, graph: Any, records: Mapping[str
         raise TrtcasError(f"the network has no {LOGITS_OUTPUT!r} output")
     vocab = _real_vocab(ranks[0].loaded.parsed, logits.shape[-1])
     return RunResult(outputs[0], len(ranks), logits[0, position, :vocab].astype(np.float32))
+
+
+def _check_replicas(outputs: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Outputs every rank holds whole (all-gathered logits) must be the same on every rank;
+    a difference means the ranks' collectives or weights disagree, not a rounding."""
+    for rank, theirs in enumerate(outputs[1:], start=1):
+        for name, value in outputs[0].items():
+            other = theirs.get(name)
+            if other is not None and other.shape == value.shape and not np.array_equal(other, value, equal_nan=True):
+                raise TrtcasError(f"rank {rank}'s output {name!r} differs from rank 0's; the ranks' networks disagree")
 
 
 def _real_vocab(parsed: Any, width: int | None) -> int | None:

@@ -15,7 +15,8 @@ installed on these machines and its TensorRT backend left its main branch in 202
 the native path exists: ``IAttention``, ``IRotaryEmbeddingLayer``, ``IDistCollectiveLayer``
 and plain layers, which full TensorRT and TensorRT-RTX share.
 
-The network is the context (prefill) phase of a Llama decoder, without a KV cache:
+The network is the context (prefill) phase of a decoder of the Llama family (Llama, Mistral,
+Qwen2, Qwen3, Phi-3: what differs is a field of :class:`DecoderGeometry`), without a KV cache:
 ``input_ids [batch, seq] int32 -> logits [batch, seq, vocab]``. Choices and why:
 
 - RMSNorm is built from reduce/elementwise/unary layers in float32, not from
@@ -30,7 +31,13 @@ The network is the context (prefill) phase of a Llama decoder, without a KV cach
   fall back to two matmuls and a softmax there and changes nothing where a fused kernel
   exists. ``decomposable_attention=False`` makes such a build fail instead of run slowly.
 - The causal mask is ``UPPER_LEFT`` (``j <= i``); in prefill ``seq_q == seq_kv``, where it
-  equals ``LOWER_RIGHT``.
+  equals ``LOWER_RIGHT``. A layer with a sliding window shorter than ``max_seq_len`` gets a
+  boolean mask instead (causal and windowed, sliced from a constant table to the run's
+  length); a window of at least ``max_seq_len`` cuts nothing and is written as full attention,
+  so such a network is structurally the full-attention one.
+- q/k/v biases are added after the fused qkv matmul; Qwen3's per-head q/k RMSNorm is applied
+  over ``head_size`` after the heads are transposed out (the same values: it normalizes the
+  last axis only); a partial rotary rotates the first ``rotary_dim`` dims of each head.
 - RoPE caches are ``[batch, seq, head_size/2]`` (no position ids), sliced at build/run time
   from a ``[1, max_seq_len, head_size/2]`` table (``WRAP`` repeats row 0 over the batch),
   because the layer requires the caches' batch to equal the input's.
