@@ -120,3 +120,33 @@ def test_the_window_and_the_soft_caps_are_keyed(gemma, cache, tmp_path):
     again = build(tmp_path / "base", cache)
     assert again.action("engine[rank0]").status == "cached"
     assert np.isfinite(run(tmp_path / "base", cache).logits).all()
+
+
+def test_a_checkpoint_without_windows_gets_gemma2s(gemma, cache):
+    """TensorRT-LLM's own Gemma 2 checkpoints carry no ``sliding_window`` (its runtime sets
+    the window): they get Gemma 2's 4096 on the even layers; ``null`` turns windows off."""
+    import json
+
+    from trtcas.rules.llm.gemma2.config import Gemma2Geometry
+
+    root, _, _ = gemma
+    build(root, cache)
+    config = json.loads((root / "out" / "checkpoint" / "config.json").read_text())
+    assert config["sliding_window"] == 3 and config["layer_types"][:2] == ["sliding_attention", "full_attention"]
+    trtllm_written = {k: v for k, v in config.items() if k not in ("sliding_window", "layer_types")}
+    assert Gemma2Geometry.from_config(trtllm_written).windows == (4096, None)
+    assert Gemma2Geometry.from_config({**trtllm_written, "sliding_window": None}).windows == ()
+    assert Gemma2Geometry.from_config(config).windows == (3, None)
+
+
+def test_a_tensorrt_llm_checkpoint_target_computes_the_model(gemma, cache, tmp_path):
+    """The converted checkpoint, given back as ``[model] checkpoint``, builds and runs the same."""
+    import shutil
+
+    root, _, reference = gemma
+    build(root, cache, "parallel.tp=2")
+    shutil.copytree(root / "out" / "checkpoint", tmp_path / "ckpt")
+    (tmp_path / "trtcas.toml").write_text((root / "trtcas.toml").read_text().replace('hf = "hf"', 'checkpoint = "ckpt"')
+                                          .replace("tp = 1", "tp = 2"))
+    build(tmp_path, cache)
+    assert relative_error(run(tmp_path, cache).logits, reference) <= TOLERANCE["float32"]

@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
+import trtcas  # noqa: E402
 from support.arch_checks import (  # noqa: E402
     build,
     engines_compute_the_model,
@@ -126,3 +127,32 @@ def test_quantization_is_refused_in_one_line(mixtral, cache):
     with pytest.raises(TrtcasError) as info:
         build(root, cache, 'model.quantization="W8A16"')
     assert "not supported for MixtralForCausalLM" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_tensorrt_llm_checkpoint_target_computes_the_model(mixtral, cache, tmp_path):
+    """The converted checkpoint, given back as ``[model] checkpoint``, builds and runs the same."""
+    import shutil
+
+    root, _, reference = mixtral
+    build(root, cache, "parallel.tp=2")
+    shutil.copytree(root / "out" / "checkpoint", tmp_path / "ckpt")
+    (tmp_path / "trtcas.toml").write_text((root / "trtcas.toml").read_text().replace('hf = "hf"', 'checkpoint = "ckpt"')
+                                          .replace("tp = 1", "tp = 2"))
+    build(tmp_path, cache)
+    assert relative_error(run(tmp_path, cache).logits, reference) <= TOLERANCE["float32"]
+
+
+def test_a_checkpoint_with_expert_parallelism_is_refused_in_one_line(mixtral, cache, tmp_path):
+    import json
+    import shutil
+
+    root, _, _ = mixtral
+    build(root, cache, "parallel.tp=2")
+    shutil.copytree(root / "out" / "checkpoint", tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["mapping"].update(moe_tp_size=1, moe_ep_size=2)
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "trtcas.toml").write_text((root / "trtcas.toml").read_text().replace('hf = "hf"', 'checkpoint = "ckpt"')
+                                          .replace("tp = 1", "tp = 2"))
+    result = trtcas.build(tmp_path / "trtcas.toml", cache_dir=cache)
+    assert not result.ok and "moe_ep_size=2" in result.error and "\n" not in result.error

@@ -20,6 +20,25 @@ from trtcas.rules.messages import require
 
 ARCHITECTURE_NAME = "Gemma2ForCausalLM"
 GELU_TANH = "gelu_pytorch_tanh"
+GEMMA2_WINDOW = 4096  # the window every Gemma 2 model ships with (transformers' default too)
+
+
+def default_layer_types(layers: int) -> list[str]:
+    """Gemma 2's pattern when a config does not list it: even layers slide, odd layers are global."""
+    return ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+
+
+def with_windows(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with Gemma 2's sliding layers stated: a checkpoint TensorRT-LLM wrote has no
+    ``sliding_window`` (its runtime sets the window), so its absence means Gemma 2's 4096 on
+    the even layers; ``null`` means no window; ``layer_types`` defaults to alternating."""
+    out = dict(config)
+    window = out.setdefault("sliding_window", GEMMA2_WINDOW)
+    if window is None:
+        out.pop("layer_types", None)
+    elif out.get("layer_types") is None and isinstance(out.get("num_hidden_layers"), int):
+        out["layer_types"] = default_layer_types(out["num_hidden_layers"])
+    return out
 
 
 def optional_positive(config: Mapping[str, Any], key: str, default: Any = None) -> float | None:
@@ -59,7 +78,7 @@ class Gemma2Geometry(DecoderGeometry):
     def from_config(cls, config: Mapping[str, Any], pipeline_ok: bool = False,
                     supported: tuple[str, ...] | None = None) -> "Gemma2Geometry":
         """Check a TensorRT-LLM Gemma 2 config for what the network supports; one line per problem."""
-        base = base_geometry(config, GELU_TANH, ARCHITECTURE_NAME)
+        base = base_geometry(with_windows(config), GELU_TANH, ARCHITECTURE_NAME)
         scalar = optional_positive(config, "query_pre_attn_scalar")
         require(scalar is not None, "TensorRT-LLM Gemma 2 config lacks query_pre_attn_scalar; re-run the conversion")
         return cls(**fields_of(base), query_pre_attn_scalar=scalar,

@@ -31,7 +31,7 @@ from trtcas.errors import TrtcasError
 from trtcas.rules.llm.decoder.geometry import LAYER_TYPES
 from trtcas.rules.llm.decoder.hf_config import HFLayout, hf_rope
 from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values, check_parallelism
-from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, GELU_TANH, Gemma2Geometry
+from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, GELU_TANH, GEMMA2_WINDOW, Gemma2Geometry, with_windows
 from trtcas.rules.llm.hf import HFCheckpoint, _read
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
@@ -90,9 +90,6 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
     head_size = hf_config.get("head_dim") or hf_config["hidden_size"] // heads
     tied = bool(hf_config.get("tie_word_embeddings", True))
     theta, scaling, _ = hf_rope(hf_config)
-    window = hf_config.get("sliding_window", 4096)
-    types = hf_config.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
-                                             for i in range(layers)]
     config = {
         "architecture": ARCHITECTURE_NAME,
         "dtype": spec.dtype,
@@ -123,9 +120,8 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec, checked: bool = False) 
         "mapping": {"world_size": spec.world_size, "tp_size": spec.tp, "pp_size": spec.pp},
         "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
     }
-    if window is not None and "sliding_attention" in types:
-        config["sliding_window"], config["layer_types"] = window, list(types)
-    return config
+    return with_windows({**config, "sliding_window": hf_config.get("sliding_window", GEMMA2_WINDOW),
+                         "layer_types": hf_config.get("layer_types")})
 
 
 def check_spec(hf_config: Mapping, spec: ConvertSpec, architecture: str) -> None:
