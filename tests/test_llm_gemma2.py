@@ -27,7 +27,8 @@ from support.arch_checks import (  # noqa: E402
 from support.tiny_hf import REMOVE, TOLERANCE, edit_hf_config, last_logits, make_model, project, relative_error  # noqa: E402
 from trtcas.errors import TrtcasError  # noqa: E402
 
-GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=3, attn_logit_softcapping=1.5,
+# equal caps on purpose: the attention scores (rank 5) and the logits (rank 3) share no constant
+GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=3, attn_logit_softcapping=2.0,
               final_logit_softcapping=2.0)
 # larger q/k and embeddings than transformers' init, so scores and logits reach the soft-caps
 SCALE = {"q_proj": 8.0, "k_proj": 8.0, "embed_tokens": 10.0}
@@ -150,3 +151,10 @@ def test_a_tensorrt_llm_checkpoint_target_computes_the_model(gemma, cache, tmp_p
                                           .replace("tp = 1", "tp = 2"))
     build(tmp_path, cache)
     assert relative_error(run(tmp_path, cache).logits, reference) <= TOLERANCE["float32"]
+
+
+def test_a_vocab_parallel_embedding_computes_the_model(gemma, cache):
+    """TensorRT-LLM shards Gemma's embedding by vocabulary rows at tp > 1; so can trtcas."""
+    root, _, reference = gemma
+    got = run(root, cache, "parallel.tp=2", "model.vocab_parallel=true")
+    assert relative_error(got.logits, reference) <= TOLERANCE["float32"]

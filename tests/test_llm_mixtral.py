@@ -156,3 +156,10 @@ def test_a_checkpoint_with_expert_parallelism_is_refused_in_one_line(mixtral, ca
                                           .replace("tp = 1", "tp = 2"))
     result = trtcas.build(tmp_path / "trtcas.toml", cache_dir=cache)
     assert not result.ok and "moe_ep_size=2" in result.error and "\n" not in result.error
+
+
+def test_a_vocabulary_tp_does_not_divide_is_padded_and_cut(cache, tmp_path):
+    """vocab 254 at tp 4: each rank's lm_head is padded to 64 rows; the logits are 254 wide."""
+    root, _, reference = project(tmp_path, "mixtral-vocab", "MixtralConfig", scale=SCALE, vocab_size=254, **MIXTRAL)
+    got = run(root, cache, "parallel.tp=4")
+    assert got.logits.shape == (254,) and relative_error(got.logits, reference) <= TOLERANCE["float32"]

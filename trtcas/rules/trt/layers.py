@@ -137,7 +137,8 @@ class LayerWriter:
 def soft_cap(w: LayerWriter, x: Any, cap: float, name: str, dtype: str | None = None) -> Any:
     """``cap * tanh(x / cap)``: logit soft-capping (Gemma 2's attention scores and final
     logits, Grok's ...), in ``dtype`` (default: the model dtype), as HF computes it."""
-    bound = w.scalar(f"soft_cap.{cap!r}.{dtype or w.dtype}", cap, dtype, rank=len(x.shape))
+    rank = len(x.shape)
+    bound = w.scalar(f"soft_cap.{cap!r}.{dtype or w.dtype}.rank{rank}", cap, dtype, rank=rank)
     scaled = w.elementwise(x, bound, "DIV", f"{name}.divide")
     tanh = w.named(w.net.add_activation(scaled, w.trt.ActivationType.TANH), f"{name}.tanh")
     return w.elementwise(tanh, bound, "PROD", f"{name}.scale")
