@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.llm.checkpoint import _REQUIRED_KEYS, _mapping
+from trtcas.rules.llm.checkpoint import REQUIRED_KEYS, checkpoint_mapping
 from trtcas.rules.messages import name_list, require
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32")
@@ -91,13 +91,13 @@ class DecoderGeometry:
     def from_config(cls, config: Mapping[str, Any], pipeline_ok: bool = False,
                     supported: tuple[str, ...] | None = None) -> "DecoderGeometry":
         """Check a TRT-LLM decoder config for what this builder supports; one line per problem."""
-        for key in _REQUIRED_KEYS:
+        for key in REQUIRED_KEYS:
             if key not in config:
                 raise TrtcasError(f"TensorRT-LLM config lacks {key!r}; re-run the conversion")
         arch = config["architecture"]
         if supported is not None:
             require(arch in supported, f"architecture {arch!r} has no native network here; supported: {', '.join(supported)}")
-        _, tp, pp = _mapping(config)
+        _, tp, pp = checkpoint_mapping(config)
         require(pp == 1 or pipeline_ok, f"pp_size={pp}: pipeline-parallel checkpoints are not supported by the native decoder "
                         "network; convert with pp=1")
         dtype, logits_dtype = config["dtype"], config.get("logits_dtype", "float32")
@@ -107,13 +107,13 @@ class DecoderGeometry:
                                                    "num_attention_heads", "intermediate_size")}
         sizes["num_key_value_heads"] = config.get("num_key_value_heads") or sizes["num_attention_heads"]
         for key, value in sizes.items():
-            require(_positive(value), f"config {key} must be a positive integer, got {value!r}")
+            require(positive_int(value), f"config {key} must be a positive integer, got {value!r}")
         heads, kv_heads = sizes["num_attention_heads"], sizes["num_key_value_heads"]
         head_size = config.get("head_size") or sizes["hidden_size"] // heads
         require(isinstance(head_size, int) and head_size >= 2 and head_size % 2 == 0,
                f"head_size {head_size!r} must be an even positive integer (RoPE rotates pairs)")
         rotary_dim = config.get("rotary_dim") or head_size
-        require(_positive(rotary_dim) and rotary_dim % 2 == 0 and rotary_dim <= head_size,
+        require(positive_int(rotary_dim) and rotary_dim % 2 == 0 and rotary_dim <= head_size,
                f"rotary_dim {rotary_dim!r} must be an even integer of at most head_size={head_size}")
         for key, expected in (("hidden_act", "silu"), ("position_embedding_type", "rope_gpt_neox")):
             value = config.get(key, expected)
@@ -155,7 +155,7 @@ class DecoderGeometry:
         return geometry
 
 
-def _positive(value: Any) -> bool:
+def positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -164,7 +164,7 @@ def layer_windows(config: Mapping[str, Any], layers: int) -> tuple[int | None, .
     (``full_attention`` / ``sliding_attention`` per layer, as transformers 5 writes them;
     without it every layer slides when a window is set, as Mistral's and Phi-3's do)."""
     window = config.get("sliding_window")
-    require(window is None or _positive(window), f"sliding_window must be a positive integer or null, got {window!r}")
+    require(window is None or positive_int(window), f"sliding_window must be a positive integer or null, got {window!r}")
     types = config.get("layer_types")
     if types is None:
         return () if window is None else (window,) * layers

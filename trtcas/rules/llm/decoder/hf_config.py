@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from trtcas.errors import TrtcasError
 from trtcas.rules.llm.decoder.geometry import LAYER_TYPES

@@ -24,16 +24,16 @@ from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
 from trtcas.rules.llm.convert import (
     ConvertStep,
     RankPosition,
-    _heads,
-    _padded_vocab,
     cast_to,
+    head_slice,
     kv_heads_of_rank,
+    padded_vocab,
     quantize_int8_per_channel,
     rank_position,
 )
 from trtcas.rules.llm.decoder.geometry import DecoderGeometry
 from trtcas.rules.llm.decoder.hf_config import HFLayout, hf_rope, hf_windows
-from trtcas.rules.llm.hf import HFCheckpoint, _read
+from trtcas.rules.llm.hf import HFCheckpoint, read_tensor
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
 
@@ -77,7 +77,7 @@ def _linear_outputs(prefix: str, out_rows: int, in_cols: int, spec: ConvertSpec)
     return (TensorSlot(f"{prefix}.weight", target, (out_rows, in_cols)),)
 
 
-def _attention_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf: str, out: str) -> list[ConvertStep]:
+def attention_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf: str, out: str) -> list[ConvertStep]:
     target = _CODE_OF_TARGET[spec.dtype]
     q_rows, kv_rows = g.heads * g.head_size, g.kv_heads * g.head_size
     if layout.fused_qkv:
@@ -121,7 +121,7 @@ def _layer_steps(layout: HFLayout, g: DecoderGeometry, spec: ConvertSpec, hf_lay
     return [
         ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
-        *_attention_steps(layout, g, spec, hf, out),
+        *attention_steps(layout, g, spec, hf, out),
         ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
         *_mlp_steps(layout, g, spec, hf, out),
@@ -149,7 +149,7 @@ def plan_rank(layout: HFLayout, hf_config: Mapping, spec: ConvertSpec, rank: int
         steps.append(ConvertStep("replicate", ("model.norm.weight",), ((g.hidden,),),
                                  (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
         head_source = "model.embed_tokens.weight" if g.tied else "lm_head.weight"
-        head_rows = _padded_vocab(g.vocab, spec.tp) // spec.tp
+        head_rows = padded_vocab(g.vocab, spec.tp) // spec.tp
         steps.append(ConvertStep("lm_head", (head_source,), (table,),
                                  (TensorSlot("lm_head.weight", target, (head_rows, g.hidden)),)))
     return tuple(steps)
@@ -160,28 +160,28 @@ def _fused_qkv(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, tp_ran
     """``[q_r; k_r; v_r]``: this rank's query heads, then its (possibly replicated) KV heads,
     from three tensors or from one fused ``[q; k; v]`` (weights or biases alike)."""
     per_rank = g.heads // spec.tp
-    q = _heads(range(tp_rank * per_rank, (tp_rank + 1) * per_rank), g.head_size)
-    kv = _heads(kv_heads_of_rank(g.kv_heads, spec.tp, tp_rank), g.head_size)
+    q = head_slice(range(tp_rank * per_rank, (tp_rank + 1) * per_rank), g.head_size)
+    kv = head_slice(kv_heads_of_rank(g.kv_heads, spec.tp, tp_rank), g.head_size)
     if len(step.sources) == 3:
-        return np.concatenate([_read(ckpt, name, shape, rows=rows)
+        return np.concatenate([read_tensor(ckpt, name, shape, rows=rows)
                                for name, shape, rows in zip(step.sources, step.source_shapes, (q, kv, kv))])
     (name,), (shape,) = step.sources, step.source_shapes
     k_at, v_at = g.heads * g.head_size, (g.heads + g.kv_heads) * g.head_size
-    return np.concatenate([_read(ckpt, name, shape, rows=slice(start + rows.start, start + rows.stop))
+    return np.concatenate([read_tensor(ckpt, name, shape, rows=slice(start + rows.start, start + rows.stop))
                            for start, rows in ((0, q), (k_at, kv), (v_at, kv))])
 
 
 def _lm_head(ckpt: HFCheckpoint, spec: ConvertSpec, tp_rank: int, step: ConvertStep) -> np.ndarray:
     """This rank's rows of the vocabulary, zero rows past its end (``pad_vocab_size``)."""
     (name,), ((vocab, hidden),) = step.sources, step.source_shapes
-    rows = _padded_vocab(vocab, spec.tp) // spec.tp
+    rows = padded_vocab(vocab, spec.tp) // spec.tp
     start = tp_rank * rows
-    values = _read(ckpt, name, (vocab, hidden), rows=slice(start, min(start + rows, vocab)))
+    values = read_tensor(ckpt, name, (vocab, hidden), rows=slice(start, min(start + rows, vocab)))
     missing = rows - values.shape[0]
     return np.concatenate([values, np.zeros((missing, hidden), values.dtype)]) if missing else values
 
 
-def _step_values(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, pos: RankPosition,
+def step_values(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, pos: RankPosition,
                  step: ConvertStep) -> np.ndarray:
     """The values of a step's (unquantized) output in the HF dtype, read and split for this rank."""
     tp, r = spec.tp, pos.tp_rank
@@ -191,16 +191,16 @@ def _step_values(ckpt: HFCheckpoint, g: DecoderGeometry, spec: ConvertSpec, pos:
     if step.op == "lm_head":
         return _lm_head(ckpt, spec, r, step)
     if step.op == "replicate" or (step.op == "embedding" and not spec.vocab_parallel):
-        return _read(ckpt, name, shape)
+        return read_tensor(ckpt, name, shape)
     if step.op in ("column", "embedding"):
         size = shape[0] // tp
-        return _read(ckpt, name, shape, rows=slice(r * size, (r + 1) * size))
+        return read_tensor(ckpt, name, shape, rows=slice(r * size, (r + 1) * size))
     if step.op.startswith("column_half"):  # one half of a fused [gate; up], then its column split
         size, first = shape[0] // 2 // tp, int(step.op[-1]) * (shape[0] // 2)
-        return _read(ckpt, name, shape, rows=slice(first + r * size, first + (r + 1) * size))
+        return read_tensor(ckpt, name, shape, rows=slice(first + r * size, first + (r + 1) * size))
     if step.op == "row":
         size = shape[1] // tp
-        return _read(ckpt, name, shape, cols=slice(r * size, (r + 1) * size))
+        return read_tensor(ckpt, name, shape, cols=slice(r * size, (r + 1) * size))
     raise AssertionError(f"unknown step op {step.op!r}")
 
 
@@ -209,7 +209,7 @@ def run_step(layout: HFLayout, ckpt: HFCheckpoint, hf_config: Mapping, spec: Con
     """Run one planned step: its (name, array) outputs, checked against the plan."""
     g = geometry(layout, hf_config, spec)
     pos = rank_position(g, spec, rank)
-    values = _step_values(ckpt, g, spec, pos, step)
+    values = step_values(ckpt, g, spec, pos, step)
     if step.outputs[0].dtype == "I8":
         arrays = quantize_int8_per_channel(values, spec.dtype)
     else:

@@ -25,14 +25,14 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
-from trtcas.rules.llm.convert import ConvertStep, _padded_vocab, cast_to, rank_position
 from trtcas.errors import TrtcasError
+from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
+from trtcas.rules.llm.convert import ConvertStep, cast_to, padded_vocab, rank_position
 from trtcas.rules.llm.decoder.geometry import LAYER_TYPES
 from trtcas.rules.llm.decoder.hf_config import HFLayout, hf_rope
-from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values, check_parallelism
+from trtcas.rules.llm.decoder.hf_convert import attention_steps, check_parallelism, step_values
 from trtcas.rules.llm.gemma2.config import ARCHITECTURE_NAME, GELU_TANH, GEMMA2_WINDOW, Gemma2Geometry, with_windows
-from trtcas.rules.llm.hf import HFCheckpoint, _read
+from trtcas.rules.llm.hf import HFCheckpoint, read_tensor
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
 LAYOUT = HFLayout(ARCHITECTURE_NAME)  # q/k/v and o_proj as Llama's
@@ -153,7 +153,7 @@ def _layer_steps(g: Gemma2Geometry, spec: ConvertSpec, layer: int) -> list[Conve
     inter = g.intermediate
     return [
         norm_step("input_layernorm", "input_layernorm"),
-        *_attention_steps(LAYOUT, g, spec, hf, out),
+        *attention_steps(LAYOUT, g, spec, hf, out),
         norm_step("post_attention_layernorm", "post_layernorm"),
         norm_step("pre_feedforward_layernorm", "pre_feedforward_layernorm"),
         linear("column", "mlp.gate_proj", (inter, g.hidden), "mlp.fc", (inter // tp, g.hidden)),
@@ -175,7 +175,7 @@ def plan_decoder(g, spec: ConvertSpec, rank: int, layer_steps, final_norm_op: st
     steps.append(ConvertStep(final_norm_op, ("model.norm.weight",), ((g.hidden,),),
                              (TensorSlot("transformer.ln_f.weight", target, (g.hidden,)),)))
     steps.append(ConvertStep("lm_head", ("model.embed_tokens.weight" if tied else "lm_head.weight",), (table,),
-                             (TensorSlot("lm_head.weight", target, (_padded_vocab(g.vocab, spec.tp) // spec.tp, g.hidden)),)))
+                             (TensorSlot("lm_head.weight", target, (padded_vocab(g.vocab, spec.tp) // spec.tp, g.hidden)),)))
     return tuple(steps)
 
 
@@ -191,9 +191,9 @@ def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: in
     g = geometry(hf_config, spec)
     if step.op == "norm_plus_one":
         (name,), (shape,) = step.sources, step.source_shapes
-        values = _read(ckpt, name, shape).astype(np.float32) + np.float32(1.0)
+        values = read_tensor(ckpt, name, shape).astype(np.float32) + np.float32(1.0)
     else:
-        values = _step_values(ckpt, g, spec, rank_position(g, spec, rank), step)
+        values = step_values(ckpt, g, spec, rank_position(g, spec, rank), step)
     array = cast_to(values, spec.dtype)
     (planned,) = step.outputs
     produced = TensorSlot(planned.name, CODE_OF_DTYPE[array.dtype], tuple(array.shape))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from trtcas.rules.llm.decoder.geometry import DecoderGeometry, _positive
+from trtcas.rules.llm.decoder.geometry import DecoderGeometry, positive_int
 from trtcas.rules.llm.decoder.geometry import expected_weights as decoder_weights
 from trtcas.rules.llm.gemma2.config import base_geometry, fields_of
 from trtcas.rules.messages import require
@@ -46,7 +46,7 @@ class MixtralGeometry(DecoderGeometry):
         moe = config.get("moe")
         require(isinstance(moe, Mapping), "TensorRT-LLM Mixtral config lacks its moe section; re-run the conversion")
         experts, top_k = moe.get("num_experts"), moe.get("top_k")
-        require(_positive(experts) and _positive(top_k) and top_k <= experts,
+        require(positive_int(experts) and positive_int(top_k) and top_k <= experts,
                 f"moe num_experts={experts!r} top_k={top_k!r}: need positive integers with top_k <= num_experts")
         require(moe.get("normalization_mode", RENORMALIZE) == RENORMALIZE,
                 f"moe normalization_mode {moe.get('normalization_mode')!r} is not supported; Mixtral renormalizes (1)")

@@ -25,10 +25,10 @@ from trtcas.rules.formats.safetensors import CODE_OF_DTYPE, TensorSlot
 from trtcas.rules.llm.convert import ConvertStep, cast_to, rank_position
 from trtcas.rules.llm.decoder.hf_config import HFLayout
 from trtcas.rules.llm.decoder.hf_config import check_hf_config as check_decoder_config
-from trtcas.rules.llm.decoder.hf_convert import _attention_steps, _step_values
+from trtcas.rules.llm.decoder.hf_convert import attention_steps, step_values
 from trtcas.rules.llm.decoder.hf_convert import trtllm_config as decoder_config
 from trtcas.rules.llm.gemma2.convert import check_spec, plan_decoder
-from trtcas.rules.llm.hf import HFCheckpoint, _read
+from trtcas.rules.llm.hf import HFCheckpoint, read_tensor
 from trtcas.rules.llm.mixtral.config import ARCHITECTURE_NAME, RENORMALIZE, MixtralGeometry
 from trtcas.rules.llm.spec import _CODE_OF_TARGET, ConvertError, ConvertSpec
 
@@ -73,7 +73,7 @@ def _layer_steps(g: MixtralGeometry, spec: ConvertSpec, layer: int) -> list[Conv
     return [
         ConvertStep("replicate", (f"{hf}.input_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.input_layernorm.weight", target, norm),)),
-        *_attention_steps(LAYOUT, g, spec, hf, out),
+        *attention_steps(LAYOUT, g, spec, hf, out),
         ConvertStep("replicate", (f"{hf}.post_attention_layernorm.weight",), (norm,),
                     (TensorSlot(f"{out}.post_layernorm.weight", target, norm),)),
         ConvertStep("router", (f"{moe}.gate.weight",), ((g.experts, g.hidden),),
@@ -96,8 +96,8 @@ def _expert_values(ckpt: HFCheckpoint, g: MixtralGeometry, tp_rank: int, step: C
     """This rank's slice of every expert: ``[w3_r; w1_r]`` rows per expert, or ``w2_r`` columns."""
     part = slice(tp_rank * g.expert_rows, (tp_rank + 1) * g.expert_rows)
     if step.op == "experts_proj":
-        return np.stack([_read(ckpt, name, shape, cols=part) for name, shape in zip(step.sources, step.source_shapes)])
-    sliced = [_read(ckpt, name, shape, rows=part) for name, shape in zip(step.sources, step.source_shapes)]
+        return np.stack([read_tensor(ckpt, name, shape, cols=part) for name, shape in zip(step.sources, step.source_shapes)])
+    sliced = [read_tensor(ckpt, name, shape, rows=part) for name, shape in zip(step.sources, step.source_shapes)]
     up, gate = sliced[:g.experts], sliced[g.experts:]
     return np.stack([np.concatenate([u, w]) for u, w in zip(up, gate)])
 
@@ -109,11 +109,11 @@ def run_step(ckpt: HFCheckpoint, hf_config: Mapping, spec: ConvertSpec, rank: in
     pos = rank_position(g, spec, rank)
     if step.op == "router":
         (name,), (shape,) = step.sources, step.source_shapes
-        array = cast_to(_read(ckpt, name, shape), "float32")
+        array = cast_to(read_tensor(ckpt, name, shape), "float32")
     elif step.op in ("experts_fc", "experts_proj"):
         array = cast_to(_expert_values(ckpt, g, pos.tp_rank, step), spec.dtype)
     else:
-        array = cast_to(_step_values(ckpt, g, spec, pos, step), spec.dtype)
+        array = cast_to(step_values(ckpt, g, spec, pos, step), spec.dtype)
     (planned,) = step.outputs
     produced = TensorSlot(planned.name, CODE_OF_DTYPE[array.dtype], tuple(array.shape))
     if produced != planned:

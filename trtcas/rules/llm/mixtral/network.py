@@ -37,7 +37,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtcas.rules.llm.decoder.geometry import check_weights
-from trtcas.rules.llm.decoder.network import DecoderNetwork, attention_block, embedding, lm_head, rope_caches, window_mask
+from trtcas.rules.llm.decoder.network import (
+    DecoderNetwork,
+    attention_block,
+    embedding,
+    lm_head,
+    rope_caches,
+    window_mask,
+)
 from trtcas.rules.llm.gemma2.network import finish_network, start_network
 from trtcas.rules.llm.mixtral.config import MixtralGeometry, expected_weights
 from trtcas.rules.trt.layers import LayerWriter
