@@ -35,9 +35,9 @@ def test_status_says_up_to_date_or_why_it_would_run(conv):
     onnx.save(make_models.make_conv_block(seed=0, weights_seed=3), str(conv / "model.onnx"))
     lines = cli(conv, "status").stdout.splitlines()
     assert "network[rank0]  would run: input `onnx` changed" in lines[0]
-    assert lines[1].startswith("engine[rank0]   would run: input ") and "comes from network[rank0], which would build" in lines[1]
+    assert lines[1].startswith("engine[rank0]   may run: depends on network[rank0], which would build first")
     data = json.loads(cli(conv, "status", "--json").stdout)
-    assert [a["up_to_date"] for a in data[0]["actions"]] == [False, False]
+    assert [(a["up_to_date"], a["certain"]) for a in data[0]["actions"]] == [(False, True), (False, False)]
 
 
 def test_log_shows_the_builder_log_and_failed_builds_keep_theirs(conv):

@@ -195,6 +195,7 @@ class ActionStatus:
     action_id: str
     status: str  # the dry run's status: cached, remote, shared, would-build
     why: str = ""
+    known: bool = True  # False: its key waits for an upstream action, so it only may run
 
     @property
     def up_to_date(self) -> bool:
@@ -203,10 +204,12 @@ class ActionStatus:
     def text(self) -> str:
         if self.up_to_date:
             return "up to date" + ("" if self.status == "cached" else f" ({self.status})")
-        return f"would run: {self.why}" if self.why else "would run"
+        verb = "would run" if self.known else "may run"
+        return f"{verb}: {self.why}" if self.why else verb
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action_id, "status": self.status, "up_to_date": self.up_to_date, "why": self.why}
+        return {"action": self.action_id, "status": self.status, "up_to_date": self.up_to_date,
+                "certain": self.known, "why": self.why}
 
 
 def status_lines(store: Any, slug: str, result: Any) -> list[ActionStatus]:
@@ -217,5 +220,6 @@ def status_lines(store: Any, slug: str, result: Any) -> list[ActionStatus]:
     lines = []
     for record in result.actions:
         reasons = why.get(record.id, ())
-        lines.append(ActionStatus(record.id, record.status, "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")))
+        said = "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")
+        lines.append(ActionStatus(record.id, record.status, said, known=record.key is not None or record.status != "would-build"))
     return lines

@@ -181,7 +181,7 @@ class ActionRunner:
                 continue
             upstream = self._outcomes[ref.action]
             if upstream.result is None:
-                return digests, sources, f"input {name!r} comes from {ref.action}, which would build"
+                return digests, sources, f"depends on {ref.action}, which would build first (its {ref.output!r} is not known yet)"
             if ref.output not in upstream.result.outputs:
                 raise ActionFailed(f"input {name!r} wants output {ref.output!r} of {ref.action}, which has only {sorted(upstream.result.outputs)}")
             digests[name] = upstream.result.outputs[ref.output]
