@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.trtcas-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[rtx,test,verify]'
+	$(PY) -m pip install --quiet -e '.[rtx,test,verify,ray]'
 	@if [ -f .ci/install-nginx.sh ]; then bash .ci/install-nginx.sh; fi
 	touch $(STAMP)
 

@@ -29,7 +29,7 @@ from trtcas.graph.records import write_execution_log, write_trace
 from trtcas.graph.result import ActionRecord, BuildResult
 from trtcas.graph.rule import RULES
 from trtcas.graph.runner import ActionRunner
-from trtcas.graph.schedulers import NullReporter, Reporter, open_scheduler
+from trtcas.graph.schedulers import NullReporter, Reporter, execution_settings, open_scheduler
 
 KEEP_LOGS = 20
 
@@ -59,7 +59,8 @@ def build(
     *,
     cache_dir: str | Path | None = None,
     jobs: int = 2,
-    scheduler: str = "threads",
+    scheduler: str | None = None,
+    scheduler_address: str | None = None,
     dry_run: bool = False,
     profile: str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -71,6 +72,7 @@ def build(
     """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back."""
     start = time.perf_counter()
     config = load_config(target, overrides)
+    scheduler, scheduler_address = execution_settings(config.data.get("execution"), scheduler, scheduler_address)
     graph, notes = plan_target(config, actions)
     store = ContentStore(cache_dir)
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
@@ -78,7 +80,8 @@ def build(
     warnings: list[str] = []
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
         runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier)
-        records = open_scheduler(scheduler, jobs=jobs).execute(graph, runner, dry_run, reporter or NullReporter())
+        pool = open_scheduler(scheduler, jobs=jobs, address=scheduler_address, remote=remote, remote_upload=remote_upload)
+        records = pool.execute(graph, runner, dry_run, reporter or NullReporter())
         failed = [r for r in records if r.status == "failed"]
         outputs: dict[str, str] = {}
         try:

@@ -198,10 +198,12 @@ def split_target(target: Path, names: tuple[str, ...]) -> tuple[Path, tuple[str,
 @click.option("--dry-run", is_flag=True, help="Say what would run; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (no progress).")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace (open in Perfetto).")
+@click.option("--scheduler", default=None, help="Where actions run: threads (this host) or ray (a build farm); default: [execution] scheduler, else threads.")
+@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster for --scheduler ray (default: [execution] address, $RAY_ADDRESS, a local cluster).")
 @set_option
 @remote_options
 @cache_dir_option
-def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remote, remote_upload, cache_dir):
+def build(target, action_names, jobs, dry_run, as_json, profile, scheduler, ray_address, overrides, remote, remote_upload, cache_dir):
     """Build TARGET (default ./trtcas.toml); with ACTION ids or rule names, only those and
     what they depend on."""
     from trtcas.api import build as run_build
@@ -212,6 +214,7 @@ def build(target, action_names, jobs, dry_run, as_json, profile, overrides, remo
         result = run_build(
             target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
             overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,
+            scheduler=scheduler, scheduler_address=ray_address,
         )
     if as_json:
         click.echo(result.to_json())
@@ -304,6 +307,27 @@ def env(as_json):
     for name, field in sorted(fingerprint.fields.items()):
         value = field.value if field.reason is None else f"- ({field.reason})"
         click.echo(f"{name:>22}  {value}")
+
+
+# ---- trtcas worker ... ------------------------------------------------------------------
+@cli.group()
+def worker() -> None:
+    """Serve as a build-farm worker (Ray)."""
+
+
+@worker.command("start")
+@click.option("--address", required=True, metavar="ADDR", help="The Ray head to join, e.g. 10.0.0.1:6379.")
+@click.option("--sm", "sms", multiple=True, metavar="SM", help="Offer only these SMs, e.g. --sm sm86 (repeatable).")
+@click.option("--num-cpus", type=click.IntRange(1, 4096), default=None, help="Actions this host runs at once (default: its cores).")
+@click.option("--block", is_flag=True, help="Stay in the foreground (ray start --block).")
+@click.option("--dry-run", is_flag=True, help="Print the ray start command and resources; run nothing.")
+@cache_dir_option
+def worker_start(address, sms, num_cpus, block, dry_run, cache_dir):
+    """Join the Ray cluster at ADDR offering what this host can build (its TensorRT
+    flavours and versions, its GPU's SM and the AOT targets)."""
+    from trtcas.worker import start_worker
+
+    sys.exit(start_worker(address, sms, str(cache_dir) if cache_dir else None, num_cpus, block, dry_run))
 
 
 def setup_logging() -> None:

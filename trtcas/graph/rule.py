@@ -43,6 +43,11 @@ ExplainFunction = Callable[[Mapping[str, Any], Mapping[str, Any], Any], list[str
 # Optional: (action id, records of the build by id) -> lines saying whether this action
 # shared its key with its siblings (e.g. tensor-parallel ranks) and, if not, why.
 SharingFunction = Callable[[str, Mapping[str, Mapping[str, Any]]], list[str]]
+# Optional: (params, the fingerprint fields in the action's key) -> the build-farm resources a
+# host must offer to run it, e.g. ("trtcas/sm86", "trtcas/tensorrt_rtx=1.7.1.116") (see
+# graph.placement). The key's own fields are used, so an action runs only where the
+# environment its key claims exists.
+PlacementFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Rule:
     # How each output is placed in the output dir, by format name (see graph.outputs);
     # outputs not named here are plain files.
     output_formats: Mapping[str, str] = field(default_factory=dict)
+    placement: PlacementFunction | None = None
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -125,6 +126,7 @@ class ActionRunner:
         self._outcomes: dict[str, Outcome] = {}
         self._source_digests: dict[Path, Digest] = {}
         self._worker_ids: dict[int, int] = {}
+        self.node_id: str | None = None  # this host's build-farm node id, when a scheduler has one
 
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
@@ -144,19 +146,29 @@ class ActionRunner:
             return ActionRecord(action.id, action.rule, "failed", time.perf_counter() - start,
                                 error=f"{action.id}: {message}", retryable=lost_blob)
         self._outcomes[action.id] = outcome
-        self._span(action, outcome.status, start)
+        node_id, host, queued = self._where(outcome)
+        self._span(action, outcome.status, start, f"{host} {node_id}" if node_id != self.node_id else "")
         outputs = {n: str(d) for n, d in outcome.result.outputs.items()} if outcome.result else {}
         return ActionRecord(
             action.id, action.rule, outcome.status, time.perf_counter() - start,
             key=str(outcome.key) if outcome.key else None,
             inputs={n: str(d) for n, d in outcome.inputs.items()}, outputs=outputs, reason=outcome.reason,
             key_components=outcome.key.components if outcome.key else None,
+            node_id=node_id, host=host, queue_seconds=queued,
         )
 
-    def _span(self, action: Action, status: str, start: float) -> None:
+    def _where(self, outcome: Outcome) -> tuple[str | None, str, float]:
+        """(node id, host, queue seconds) of where the action ran: a farm worker reports it in
+        the result of what it built; everything else was decided here."""
+        if outcome.status == "built" and outcome.result and outcome.result.metadata.get("node_id"):
+            meta = outcome.result.metadata
+            return str(meta["node_id"]), outcome.result.host, float(meta.get("queue_seconds", 0.0))
+        return self.node_id, socket.gethostname(), 0.0
+
+    def _span(self, action: Action, status: str, start: float, node: str = "") -> None:
         worker = self._worker_ids.setdefault(threading.get_ident(), len(self._worker_ids))
         offset = time.time() - time.perf_counter()
-        self.spans.append(Span(action.id, action.rule, status, start + offset, time.time(), worker))
+        self.spans.append(Span(action.id, action.rule, status, start + offset, time.time(), worker, node))
 
     # ---- the steps ------------------------------------------------------------------------
     def resolve_inputs(self, action: Action) -> tuple[dict[str, Digest], dict[str, Path], str | None]:

@@ -32,7 +32,7 @@ from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
 from trtcas.rules.formats.tensors import store_tensors
-from trtcas.rules.trt.engine_actions import engine_actions, engine_settings
+from trtcas.rules.trt.engine_actions import engine_actions, engine_settings, engine_variants
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
 
@@ -121,8 +121,9 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     model = _model_settings(config, base)
     settings = engine_settings(config)
+    variants = engine_variants(config)
     shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}
-    engine_params = {**settings.engine_params(), "source": "trtllm", **shapes}
+    engine_params = {label: {**v.engine_params(), "source": "trtllm", **shapes} for label, v in variants}
     actions = []
     for rank in range(model["tp"]):
         weights = _weights_actions(model, rank)
@@ -130,7 +131,9 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
                   "source_config": InputRef(action=weights.id, output="config")}
         network = Action(f"network[rank{rank}]", "trt.network",
                          {**settings.common_params, "source": "trtllm", "rank": rank, **shapes}, source)
-        actions += [weights, network, *engine_actions(settings, rank, network, source, {**engine_params, "rank": rank})]
+        actions += [weights, network]
+        for label, variant in variants:
+            actions += engine_actions(variant, rank, network, source, {**engine_params[label], "rank": rank}, label=label)
     notes = () if settings.refittable else (settings.why,)
     if not settings.refittable and model["tp"] > 1:
         notes += (f"each of the {model['tp']} ranks builds its own engine because weights are embedded; "
