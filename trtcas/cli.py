@@ -7,6 +7,7 @@ its own arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -210,7 +211,9 @@ def build(target, action_names, jobs, dry_run, as_json, profile, scheduler, ray_
     from trtcas.progress import ActionProgress
 
     target, action_names = split_target(target, action_names)
-    with ActionProgress(enabled=not as_json) as progress:
+    # With --json, stdout carries the JSON alone: chatter of libraries (a build farm's
+    # "node died" notices) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), ActionProgress(enabled=not as_json) as progress:
         result = run_build(
             target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
             overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,

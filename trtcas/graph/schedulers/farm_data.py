@@ -35,12 +35,16 @@ _MANIFEST_MAX = 64 << 20  # a manifest is small JSON; larger blobs are not opene
 
 
 def blob_closure(blobs: BlobStore, digests: Iterable[Digest]) -> list[Digest]:
-    """``digests`` plus the blobs they name: a weights manifest (``cas.manifest``) names one
-    blob per tensor, which a rule reading the manifest will read too."""
+    """The blobs of ``digests`` this store has, plus those they name: a weights manifest
+    (``cas.manifest``) names one blob per tensor, which a rule reading the manifest may read
+    too. Blobs not here are left out: a worker fetches them from the remote if a rule
+    really reads one (a remote hit brings a manifest, not every tensor it names)."""
     out: dict[Digest, None] = {}
     for digest in digests:
+        if not blobs.has(digest):
+            continue
         out[digest] = None
-        if digest.size > _MANIFEST_MAX or not blobs.has(digest):
+        if digest.size > _MANIFEST_MAX:
             continue
         with blobs.open(digest) as stream:
             if stream.read(len(_MANIFEST_HEAD)) != _MANIFEST_HEAD:
@@ -49,7 +53,7 @@ def blob_closure(blobs: BlobStore, digests: Iterable[Digest]) -> list[Digest]:
             manifest = TensorManifest.from_bytes(blobs.get_bytes(digest))
         except (ValueError, KeyError, TypeError):
             continue
-        out.update((entry.digest, None) for entry in manifest.entries)
+        out.update((entry.digest, None) for entry in manifest.entries if blobs.has(entry.digest))
     return list(out)
 
 

@@ -78,11 +78,19 @@ class RayScheduler:
         self._task: Any = None
         self._graph: nx.DiGraph | None = None
         self._runner: ActionRunner | None = None
+        self._unplaceable: str | None = None
+        self._joined = False  # this scheduler called ray.init (and so shuts it down)
         self.tasks_sent = 0
 
     def execute(self, graph: nx.DiGraph, runner: ActionRunner, dry_run: bool, reporter: Reporter) -> list[ActionRecord]:
         self._graph, self._runner = graph, runner
-        records = ThreadScheduler(self.jobs, invoke=self.invoke).execute(graph, runner, dry_run, reporter)
+        try:
+            records = ThreadScheduler(self.jobs, invoke=self.invoke).execute(graph, runner, dry_run, reporter)
+        finally:
+            if self._joined:  # leave as we came: no Ray threads printing after the build
+                self.ray.shutdown()
+        if self._unplaceable:  # the fleet cannot build the target: a build error, not an action's
+            raise TrtcasError(self._unplaceable)
         if runner.node_id is None:
             return records
         return [r if r.node_id else dataclasses.replace(r, node_id=runner.node_id) for r in records]
@@ -95,16 +103,26 @@ class RayScheduler:
             ray, runner = self.ray, self._runner
             if not ray.is_initialized():
                 address = self.address or os.environ.get("RAY_ADDRESS") or "auto"
+                ray_log = logging.getLogger("ray")
+                level = ray_log.level
+                ray_log.setLevel(logging.ERROR)  # not "SIGTERM handler is not set ..." from a pool thread
                 try:
                     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                              configure_logging=False)
+                    self._joined = True
                 except Exception as exc:
                     raise TrtcasError(
                         f"cannot join the Ray cluster at {address} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
                         "start one (`ray start --head` on the head, `trtcas worker start --address ADDR` on workers) "
                         "or pass --ray-address") from None
+                finally:
+                    ray_log.setLevel(level)
             runner.node_id = ray.get_runtime_context().get_node_id()
-            check_placeable(self._wanted(), live_nodes(ray))
+            try:
+                check_placeable(self._wanted(), live_nodes(ray))
+            except TrtcasError as exc:
+                self._unplaceable = str(exc)
+                raise
             from trtcas.graph.schedulers.farm_data import DriverStaging
             from trtcas.graph.schedulers.farm_worker import run_on_worker
 

@@ -22,6 +22,7 @@ from trtcas.errors import TrtcasError
 from trtcas.rules.messages import require, tidy_message
 from trtcas.rules.trt.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend
 from trtcas.rules.trt.network import ParsedNetwork, Profile, apply_profiles
+from trtcas.rules.trt.target_gate import BUILD_GATE
 
 PRECISIONS = ("fp32",) + tuple(PRECISION_FLAGS)
 REFIT_CHOICES = ("auto", "yes", "no")
@@ -184,7 +185,8 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
     effective = _describe(config, spec, backend, refittable)
     mark = len(parsed.logger.lines)
     start = time.perf_counter()
-    serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    with BUILD_GATE.open_for(tuple(effective.get("targets") or ())):  # see target_gate
+        serialized = parsed.builder.build_serialized_network(parsed.network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
         raise TrtcasError(_build_failure(backend, parsed, spec, refittable, parsed.logger.errors(mark)))
