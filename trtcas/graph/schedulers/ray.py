@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -50,6 +51,19 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A quick TCP connect to ``host:port`` first: Ray itself retries an unreachable head
+    for about a minute before it gives up."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", ray://...: Ray's own resolution
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise TrtcasError(f"cannot reach the Ray head at {address} ({exc.strerror or exc}); start it with "
+                          "`ray start --head --port PORT` or fix --ray-address / [execution] address") from None
+
+
 def live_nodes(ray: Any) -> list[Node]:
     return [Node(n["NodeID"], n.get("NodeManagerHostname", "?"), frozenset(n.get("Resources", {})))
             for n in ray.nodes() if n.get("Alive")]
@@ -78,7 +92,7 @@ class RayScheduler:
         self._task: Any = None
         self._graph: nx.DiGraph | None = None
         self._runner: ActionRunner | None = None
-        self._unplaceable: str | None = None
+        self._fatal: str | None = None
         self._joined = False  # this scheduler called ray.init (and so shuts it down)
         self.tasks_sent = 0
 
@@ -89,8 +103,8 @@ class RayScheduler:
         finally:
             if self._joined:  # leave as we came: no Ray threads printing after the build
                 self.ray.shutdown()
-        if self._unplaceable:  # the fleet cannot build the target: a build error, not an action's
-            raise TrtcasError(self._unplaceable)
+        if self._fatal:  # no farm, or one that cannot build the target: a build error, not an action's
+            raise TrtcasError(self._fatal)
         if runner.node_id is None:
             return records
         return [r if r.node_id else dataclasses.replace(r, node_id=runner.node_id) for r in records]
@@ -100,35 +114,42 @@ class RayScheduler:
         with self._lock:
             if self._staging is not None:
                 return
-            ray, runner = self.ray, self._runner
-            if not ray.is_initialized():
-                address = self.address or os.environ.get("RAY_ADDRESS") or "auto"
-                ray_log = logging.getLogger("ray")
-                level = ray_log.level
-                ray_log.setLevel(logging.ERROR)  # not "SIGTERM handler is not set ..." from a pool thread
-                try:
-                    ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                             configure_logging=False)
-                    self._joined = True
-                except Exception as exc:
-                    raise TrtcasError(
-                        f"cannot join the Ray cluster at {address} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
-                        "start one (`ray start --head` on the head, `trtcas worker start --address ADDR` on workers) "
-                        "or pass --ray-address") from None
-                finally:
-                    ray_log.setLevel(level)
-            runner.node_id = ray.get_runtime_context().get_node_id()
+            if self._fatal:
+                raise TrtcasError(self._fatal)
             try:
-                check_placeable(self._wanted(), live_nodes(ray))
+                self._join()
             except TrtcasError as exc:
-                self._unplaceable = str(exc)
+                self._fatal = str(exc)
                 raise
-            from trtcas.graph.schedulers.farm_data import DriverStaging
-            from trtcas.graph.schedulers.farm_worker import run_on_worker
 
-            remote = getattr(runner.tier, "remote", None) if self.remote_url else None
-            self._task = ray.remote(run_on_worker)
-            self._staging = DriverStaging(runner.store, remote, ray.put)
+    def _join(self) -> None:
+        """Connect (unless this process already is), note our node, check the fleet, get ready."""
+        ray, runner = self.ray, self._runner
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or "auto"
+            check_reachable(address)
+            ray_log = logging.getLogger("ray")
+            level = ray_log.level
+            ray_log.setLevel(logging.ERROR)  # not "SIGTERM handler is not set ..." from a pool thread
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                         configure_logging=False)
+                self._joined = True
+            except Exception as exc:
+                raise TrtcasError(
+                    f"cannot join the Ray cluster at {address} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                    "start one (`ray start --head` on the head, `trtcas worker start --address ADDR` on workers) "
+                    "or pass --ray-address") from None
+            finally:
+                ray_log.setLevel(level)
+        runner.node_id = ray.get_runtime_context().get_node_id()
+        check_placeable(self._wanted(), live_nodes(ray))
+        from trtcas.graph.schedulers.farm_data import DriverStaging
+        from trtcas.graph.schedulers.farm_worker import run_on_worker
+
+        remote = getattr(runner.tier, "remote", None) if self.remote_url else None
+        self._task = ray.remote(run_on_worker)
+        self._staging = DriverStaging(runner.store, remote, ray.put)
 
     def _wanted(self) -> list[tuple[str, tuple[str, ...]]]:
         """(action id, needed resources) for every action of the graph."""
