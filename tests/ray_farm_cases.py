@@ -126,6 +126,40 @@ def test_without_a_remote_outputs_come_back_through_ray(fleet, project, root):
     assert engines(path) == local
 
 
+def test_llm_ranks_move_their_tensors_through_the_remote(fleet, nginx, root):
+    """convert -> network -> engine per rank on different nodes: the network reads the
+    convert's per-tensor blobs (named by a manifest) from the remote cache."""
+    from make_tiny_llama import make_tiny_llama
+
+    path = root / "llm"
+    make_tiny_llama(path / "hf", seed=0)
+    (path / "trtcas.toml").write_text("""
+[target]
+name = "llm"
+[model]
+hf = "hf"
+dtype = "float32"
+max_batch_size = 1
+max_seq_len = 8
+[parallel]
+tp = 2
+[engine]
+backend = "tensorrt_rtx"
+matrix = [{ targets = ["sm86"] }, { targets = ["sm120"] }]
+""")
+    plans = [f"rank{r}-{sm}.engine" for r in (0, 1) for sm in ("sm86", "sm120")]
+    local = build_json(path, root / "llm-local")
+    assert local["counts"] == {"built": 8}
+    expected = {p: (path / "out/engines" / p).read_bytes() for p in plans}
+    checkpoint = (path / "out/checkpoint/rank1.safetensors").read_bytes()
+    farm = build_json(path, root / "llm-driver", "--scheduler", "ray", "--ray-address", fleet.address, "--remote", nginx.url)
+    assert farm["counts"] == {"built": 8}
+    by_id = {a["id"]: a for a in farm["actions"]}
+    assert fleet.sms[fleet.label_of(by_id["engine[rank1,sm120]"]["node_id"])] == ("sm120",)
+    assert {p: (path / "out/engines" / p).read_bytes() for p in plans} == expected
+    assert (path / "out/checkpoint/rank1.safetensors").read_bytes() == checkpoint
+
+
 def test_no_node_offers_an_sm_fails_before_anything_runs(fleet, nginx, root):
     path = matrix_project(root / "sm89", "sm89", ("sm86", "sm89"))
     done = trtcas("build", str(path), "--cache-dir", str(root / "sm89-cache"), "--scheduler", "ray",
@@ -195,3 +229,7 @@ materialize = {{ out = "slow.txt" }}
     assert record["node_id"] != first and fleet.sms[fleet.label_of(record["node_id"])] == ("sm86",)
     assert (work / "out" / "slow.txt").read_text() == "payloadpayload"
     assert len(list((work / "markers").iterdir())) == 2  # started twice: once on each node
+    for label in fleet.sms:  # nothing half-written in any worker's cache, the dead one's included
+        if fleet.cache_dir(label).exists():
+            verify = trtcas("cache", "verify", "--cache-dir", str(fleet.cache_dir(label)))
+            assert verify.returncode == 0, verify.stdout + verify.stderr

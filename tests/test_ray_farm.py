@@ -19,4 +19,4 @@ def test_ray_farm_cases_in_a_network_namespace(tmp_path_factory):
         pytest.fail(str(exc), pytrace=False)
     tail = (done.stdout[-6000:] + "\n" + done.stderr[-3000:]).strip()
     assert done.returncode == 0, tail
-    assert "7 passed" in done.stdout, tail
+    assert "8 passed" in done.stdout, tail
