@@ -152,8 +152,13 @@ class DriverStaging:
             if data is not None:
                 self.store.blobs.put_verified_stream(io.BytesIO(data), digest)
                 continue
-            if self.remote is None or self.remote.get_blob(
-                    digest, lambda body, d=digest: self.store.blobs.put_verified_stream(body, d)) is None:
+            try:
+                fetched = self.remote is not None and self.remote.get_blob(
+                    digest, lambda body, d=digest: self.store.blobs.put_verified_stream(body, d)) is not None
+            except Exception as exc:  # a remote fault or wrong bytes: nothing was stored
+                raise TrtcasError(f"cannot fetch the worker's output {digest} from the remote cache "
+                                  f"({type(exc).__name__}: {exc}); nothing was recorded, build again") from None
+            if not fetched:
                 raise TrtcasError(f"the worker's output {digest} is neither in the remote cache nor returned")
 
 
