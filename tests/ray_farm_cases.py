@@ -88,7 +88,7 @@ def project(root) -> tuple[Path, dict[str, bytes]]:
 def test_matrix_engines_run_on_nodes_with_their_sm(fleet, nginx, project, root):
     path, local = project
     result = build_json(path, root / "driver-cache", "--scheduler", "ray", "--ray-address", fleet.address,
-                        "--remote", nginx.url)
+                        "--remote", nginx.url, "--profile", str(root / "trace.json"))
     by_id = {a["id"]: a for a in result["actions"]}
     assert set(by_id) == {"network[rank0]", "engine[sm86]", "engine[sm120]"}
     assert all(a["status"] == "built" for a in by_id.values())
@@ -101,6 +101,11 @@ def test_matrix_engines_run_on_nodes_with_their_sm(fleet, nginx, project, root):
         assert len(record["node_id"]) == 56  # Ray's full hex node id
     assert engines(path) == local  # equal in bytes to a local build's
     assert list((nginx.data_dir / "ac").iterdir())  # results were shared through the remote
+    trace = json.loads((root / "trace.json").read_text())["traceEvents"]
+    tracks = {e["pid"]: e["args"]["name"] for e in trace if e["name"] == "process_name"}
+    pid_of = {e["name"]: e["pid"] for e in trace if e.get("ph") == "X"}
+    for action_id, record in by_id.items():  # one track per node, named by host and node id
+        assert tracks[pid_of[action_id]].endswith(record["node_id"])
 
 
 def test_fully_cached_rebuild_never_contacts_the_farm(project, root):
