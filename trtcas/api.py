@@ -21,6 +21,7 @@ from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.tiered import TieredStore
 from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
+from trtcas.errors import TrtcasError
 from trtcas.graph.dag import build_graph, plan_actions, select
 from trtcas.graph.fingerprint import collect_fingerprint
 from trtcas.graph.history import save_build
@@ -109,6 +110,38 @@ def build(
         outputs=outputs, warnings=tuple(warnings), notes=notes, error=failed[0].error if failed else None,
         dry_run=dry_run,
     )
+
+
+def run(
+    target: str | Path = DEFAULT_TARGET,
+    tokens: Iterable[int] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    jobs: int = 2,
+    overrides: Iterable[str] = (),
+    remote: str | None = None,
+    fingerprint_overrides: Mapping[str, Any] | None = None,
+):
+    """Evaluate the networks of every rank of ``target`` on ``tokens`` (LLM targets) or
+    ``inputs`` (name -> array), in numpy, collectives simulated: a check of what the engines
+    are built from, on any machine. The network actions (and what they need) are built or
+    taken from the cache; nothing is written to the output dir and the build history is left
+    as it is. Returns a ``RunResult`` (``.logits``, ``.argmax``, ``.outputs``, ``.to_dict()``)."""
+    from trtcas.rules.evaluate.run import evaluate_target
+
+    config = load_config(target, overrides)
+    graph, _ = plan_target(config, ("trt.network",))
+    store = ContentStore(cache_dir)
+    fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
+    runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=make_tier(store, remote, False))
+    records = open_scheduler("threads", jobs=jobs).execute(graph, runner, False, NullReporter())
+    store.counters.flush()
+    failed = [r for r in records if r.status == "failed"]
+    if failed:
+        raise TrtcasError(failed[0].error or f"{failed[0].id} failed")
+    return evaluate_target(store, config.base_dir, graph, {r.id: r for r in records},
+                           tokens=None if tokens is None else list(tokens), feeds=inputs)
 
 
 def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
