@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from support.nginx_server import run_nginx
 from support.ray_fleet import fake_fleet, in_network_namespace
+from support.targets import LLM_MATRIX_TARGET
 
 import make_models
 
@@ -138,20 +139,7 @@ def test_llm_ranks_move_their_tensors_through_the_remote(fleet, nginx, root):
 
     path = root / "llm"
     make_tiny_llama(path / "hf", seed=0)
-    (path / "trtcas.toml").write_text("""
-[target]
-name = "llm"
-[model]
-hf = "hf"
-dtype = "float32"
-max_batch_size = 1
-max_seq_len = 8
-[parallel]
-tp = 2
-[engine]
-backend = "tensorrt_rtx"
-matrix = [{ targets = ["sm86"] }, { targets = ["sm120"] }]
-""")
+    (path / "trtcas.toml").write_text(LLM_MATRIX_TARGET)
     plans = [f"rank{r}-{sm}.engine" for r in (0, 1) for sm in ("sm86", "sm120")]
     local = build_json(path, root / "llm-local")
     assert local["counts"] == {"built": 8}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from support.targets import CONV_TARGET
+from support.targets import CONV_TARGET, LLM_MATRIX_TARGET
 
 import make_models
 import trtcas
@@ -111,20 +111,7 @@ def test_matrix_entries_may_be_named_and_llm_ids_keep_the_rank(tmp_path):
     assert graph.nodes["engine[ampere]"]["action"].materialize == {"plan": "engines/ampere.engine"}
     llm = tmp_path / "llm"
     make_tiny_llama(llm / "hf", seed=0)
-    (llm / "trtcas.toml").write_text(f"""
-[target]
-name = "llm"
-[model]
-hf = "hf"
-dtype = "float32"
-max_batch_size = 1
-max_seq_len = 8
-[parallel]
-tp = 2
-[engine]
-backend = "tensorrt_rtx"
-{MATRIX}
-""")
+    (llm / "trtcas.toml").write_text(LLM_MATRIX_TARGET)
     engines = {n: a for n, a in plan_graph(load_config(llm / "trtcas.toml")).nodes(data="action") if a.rule == "trt.engine"}
     assert set(engines) == {"engine[rank0,sm86]", "engine[rank0,sm120]", "engine[rank1,sm86]", "engine[rank1,sm120]"}
     assert engines["engine[rank1,sm120]"].materialize == {"plan": "engines/rank1-sm120.engine"}
