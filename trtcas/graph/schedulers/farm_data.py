@@ -2,8 +2,9 @@
 
 Inputs travel by digest. Before an action is sent, the driver makes sure the shared remote
 has every blob the action may read (its inputs, the tensors a weights manifest names, and
-source files unless the worker sees them at the same path), so workers pull from the remote
-cache, never from the driver. A worker reads through its own local cache: a blob it lacks
+its source files), so workers pull from the remote cache, never from the driver; a worker
+that sees a source at the driver's path with the same content (a shared filesystem) reads
+it there. A worker reads through its own local cache: a blob it lacks
 is fetched from the remote, verified, and kept for the next action. What the action
 produced is uploaded to the remote, and the driver pulls it into its own cache.
 
