@@ -95,6 +95,11 @@ def atomic_writer(path: str | os.PathLike, mode: int | None = None) -> Iterator[
     try:
         yield pending
         pending._commit(mode)
+    except OSError as exc:
+        pending._abort()
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(pending.target)) from exc
+        raise
     except BaseException:
         pending._abort()
         raise

@@ -68,6 +68,10 @@ class Rule:
     # How each output is placed in the output dir, by format name (see graph.outputs);
     # outputs not named here are plain files.
     output_formats: Mapping[str, str] = field(default_factory=dict)
+    # The names of the outputs every run returns. When declared, a cached entry (local or
+    # remote) naming any other set is a miss, and so is a run that returns another set;
+    # empty means "not declared" and only the names' safety is checked.
+    outputs: tuple[str, ...] = ()
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
