@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 WIRE_VERSION = 1
 # An output name is a word of a file name: no separators, not hidden, not "." or "..".
-_SAFE_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+_SAFE_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 
 
 class OutputsNotStored(BlobNotFound, ValueError):
@@ -44,7 +44,7 @@ class OutputsNotStored(BlobNotFound, ValueError):
 def entry_problem(result: "ActionResult", expected_outputs: Collection[str] = ()) -> str | None:
     """Why ``result`` cannot be the entry of an action declaring ``expected_outputs`` (empty:
     not declared, so only the names are checked), or None if it can."""
-    unsafe = sorted(repr(n) for n in result.outputs if not isinstance(n, str) or not _SAFE_OUTPUT_NAME.match(n))
+    unsafe = sorted(repr(n) for n in result.outputs if not isinstance(n, str) or not _SAFE_OUTPUT_NAME.fullmatch(n))
     if unsafe:
         return f"it names outputs that are not plain names ({', '.join(unsafe[:3])})"
     if expected_outputs:
