@@ -30,7 +30,7 @@ def format_size(n: int | float) -> str:
 def cache_dir_option(func):
     return click.option(
         "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # not file_okay=False: a file here gets our one-line error
         envvar="TRTCAS_CACHE_DIR",
         default=None,
         help="Cache directory (default: $TRTCAS_CACHE_DIR, else ~/.cache/trtcas).",

@@ -82,6 +82,8 @@ class AtomicFile:
     def _abort(self) -> None:
         try:
             self._close(sync=False)
+        except OSError:
+            pass  # closing flushes; on a full disk that fails again, hiding the first error
         finally:
             self.temp.unlink(missing_ok=True)
 

@@ -57,9 +57,9 @@ class ContentStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrtcasError(
-                f"cannot create cache dir {self.root} ({exc.strerror}); pass --cache-dir or set TRTCAS_CACHE_DIR"
-            ) from exc
+            from trtcas.oserrors import describe_os_error
+
+            raise TrtcasError(f"cannot use cache dir {self.root}: {describe_os_error(exc)}") from exc
         try:
             recorded = json.loads(marker.read_text())["algo"] if marker.exists() else None
         except PermissionError as exc:
