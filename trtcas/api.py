@@ -117,7 +117,7 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     if not failed and not dry_run:
         write_build_json(config, records, outputs, fingerprint.to_dict())
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
-        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used)
+        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
     if not dry_run:
         save_build(store.root, config.slug, records)
         write_logs(store, config, records)

@@ -203,13 +203,14 @@ def cache_pins(as_json: bool, cache_dir: Path | None) -> None:
     rows = []
     for pin in sorted(store.pins.all(), key=lambda p: p.pinned_at):
         size = sum(d.size for d in pin.blobs)
-        rows.append({"target": pin.target, "age_s": round(time.time() - pin.pinned_at, 1), "bytes": size,
-                     "actions": len(pin.action_keys)})
+        rows.append({"target": pin.name, "id": pin.target, "age_s": round(time.time() - pin.pinned_at, 1),
+                     "bytes": size, "actions": len(pin.action_keys)})
     if as_json:
         echo_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['target']}  {_age_text(row['age_s'])} old  {format_size(row['bytes'])}  {row['actions']} actions")
+        click.echo(f"{row['target']}  ({row['id']})  {_age_text(row['age_s'])} old  {format_size(row['bytes'])}  "
+                   f"{row['actions']} actions")
     if not rows:
         click.echo("no pinned targets", err=True)
 
@@ -225,10 +226,15 @@ def _age_text(seconds: float) -> str:
 @click.argument("target")
 @cache_dir_option
 def cache_unpin(target: str, cache_dir: Path | None) -> None:
-    """Drop the pin of TARGET (as `cache pins` lists it), so gc may evict its last build."""
-    if not open_store(cache_dir).pins.unpin(target):
+    """Drop the pin of TARGET (a name or an id, as `cache pins` lists them), so gc may evict
+    its last build; a name built from several target files unpins all of them."""
+    store = open_store(cache_dir)
+    pins = store.pins.matching(target)
+    if not pins:
         raise TrtcasError(f"no pin for target {target!r}; `trtcas cache pins` lists the pinned targets")
-    click.echo(f"unpinned {target}", err=True)
+    for pin in pins:
+        store.pins.unpin(pin.target)
+        click.echo(f"unpinned {pin.name} ({pin.target})", err=True)
 
 
 # ---- build / graph / explain / env -------------------------------------------------------
