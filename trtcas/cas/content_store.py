@@ -59,7 +59,7 @@ class ContentStore:
         except OSError as exc:
             from trtcas.oserrors import describe_os_error
 
-            raise TrtcasError(f"cannot use cache dir {self.root}: {describe_os_error(exc)}") from exc
+            raise TrtcasError(f"cannot create cache dir {self.root}: {describe_os_error(exc)}") from exc
         try:
             recorded = json.loads(marker.read_text())["algo"] if marker.exists() else None
         except PermissionError as exc:
