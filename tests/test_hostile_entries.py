@@ -221,3 +221,14 @@ def test_remote_blob_larger_than_free_space_is_not_downloaded(tmp_path, nginx, m
         assert tier.get_action(key).source == "miss"
         assert "does not fit" in tier.warnings[0] and "free" in tier.warnings[0]
         assert not list(local.blobs.iter_blobs())
+
+
+def test_verify_flags_a_local_entry_with_unsafe_names(store):
+    from trtcas.cas.atomic import atomic_write_bytes
+
+    digest = store.blobs.put_bytes(b"x")
+    key = action_key("planted")
+    atomic_write_bytes(store.actions.entry_path(key), ActionResult(outputs={"../../x": digest}).to_bytes())
+    report = verify_store(store)
+    assert report.dangling_actions == (key.hex,)
+    assert verify_store(store, repair=True).repaired and store.actions.read(key) is None

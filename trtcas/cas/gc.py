@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from trtcas.cas.actioncache import entry_problem
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.leases import live_leases
@@ -234,7 +235,7 @@ class VerifyReport:
 
     blobs_checked: int
     bad_blobs: tuple[tuple[str, str], ...]  # (digest text, reason)
-    dangling_actions: tuple[str, ...]  # action keys naming blobs that are not stored
+    dangling_actions: tuple[str, ...]  # action keys naming blobs that are not stored, or unsafe names
     stale_temp_files: int
     repaired: bool
 
@@ -263,7 +264,7 @@ def verify_store(store: ContentStore, repair: bool = False, progress=None) -> Ve
         result = store.actions.read(entry.key_hex)
         if result is None:
             continue
-        if any(str(d) in bad_set or not store.blobs.has(d) for d in result.referenced()):
+        if entry_problem(result) or any(str(d) in bad_set or not store.blobs.has(d) for d in result.referenced()):
             dangling.append(entry.key_hex)
             if repair:
                 store.actions.delete(entry.key_hex)
