@@ -23,7 +23,6 @@ from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest, hash_bytes, hash_file
 from trtcas.cas.gc import execute_gc, plan_gc, verify_store
-from trtcas.cas.leases import hold_lease, live_leases
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 
 HOUR = 3600
@@ -52,6 +51,8 @@ def test_min_age_keeps_recent_entries_and_blobs(store):
 
 
 def test_a_running_build_lease_keeps_what_it_used_since_it_started(store):
+    from trtcas.cas.leases import hold_lease, live_leases
+
     with hold_lease(store) as lease:
         before = _entry(store, "before", {"out": store.blobs.put_bytes(b"b" * 1000)}, 2 * HOUR)
         during = _entry(store, "during", {"out": store.blobs.put_bytes(b"d" * 1000)}, time.time() - lease.started - 1)
@@ -63,6 +64,8 @@ def test_a_running_build_lease_keeps_what_it_used_since_it_started(store):
 
 
 def test_a_blob_a_running_build_found_already_stored_is_kept(store):
+    from trtcas.cas.leases import hold_lease, live_leases
+
     data = np.random.default_rng(0).bytes(10_000)
     digest = store.blobs.put_bytes(data)
     _age(store.blobs.locate(digest).path, 2 * HOUR)  # an orphan, old: the first to go

@@ -21,7 +21,7 @@ import make_models
 import trtcas
 from support.remote_fixtures import action_key, store_action
 from support.targets import CONV_TARGET
-from trtcas.cas.actioncache import ActionResult, entry_problem
+from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.blobstore import BlobNotFound, DigestMismatch
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest, hash_bytes
@@ -55,6 +55,8 @@ def test_builtin_rules_declare_their_outputs():
 
 
 def test_entry_problem_names_what_is_wrong():
+    from trtcas.cas.actioncache import entry_problem
+
     digest = hash_bytes(b"x")
     assert entry_problem(ActionResult(outputs={"plan": digest, "names": digest}), ("names", "plan")) is None
     assert "lacks names, plan" in entry_problem(ActionResult(outputs={}), ("names", "plan"))

@@ -19,7 +19,6 @@ from support.remote_fixtures import store_action
 from support.targets import CONV_TARGET
 from trtcas.cas.remote import RemoteUnavailable
 from trtcas.cas.remote.http import HttpRemote
-from trtcas.cas.settings import CacheSettings
 from trtcas.cas.tiered import TieredStore
 
 
@@ -64,6 +63,7 @@ def test_a_build_against_a_dripping_remote_takes_seconds_not_minutes(tmp_path, n
     assert trtcas.build(seed / "trtcas.toml", cache_dir=seed / "cache", remote=nginx.url).ok
     drip.set_mode("drip")
     from trtcas.cas.content_store import ContentStore
+    from trtcas.cas.settings import CacheSettings
 
     ContentStore(tmp_path / "cache").save_settings(CacheSettings(remote_deadline_s=1.0))
     start = time.monotonic()

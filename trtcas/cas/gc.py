@@ -38,6 +38,9 @@ from trtcas.cas.manifest import TensorManifest
 from trtcas.cas.settings import parse_size  # noqa: F401  (re-exported: gc sizes are typed here)
 
 STALE_TEMP_SECONDS = 3600
+# File times come from the kernel's coarse clock, a tick or so behind time.time(): an entry a
+# build touched just after its lease began can carry an mtime slightly before the lease.
+CLOCK_SLACK_S = 2.0
 _MANIFEST_PREFIX = b'{"tensors":['
 _MAX_MANIFEST_BYTES = 64 << 20
 
@@ -110,7 +113,7 @@ def protect_since(store: ContentStore, now: float | None = None, min_age_s: floa
     now = time.time() if now is None else now
     leases = live_leases(store.layout.leases_root)
     min_age = store.settings.gc_min_age_s if min_age_s is None else min_age_s
-    since = min([now - min_age] + [lease.started for lease in leases])
+    since = min([now - min_age] + [lease.started - CLOCK_SLACK_S for lease in leases])
     return since, frozenset().union(*(lease.blobs for lease in leases))
 
 
