@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
@@ -54,9 +53,8 @@ def trtcas_cmd(*args) -> list[str]:
 
 
 def make_projects(base: Path, llm: bool) -> list[Path]:
-    import onnx
-
     import make_models
+    import onnx
     from support.targets import CONV_TARGET
 
     projects = []
@@ -167,6 +165,7 @@ def clean_engines(projects: list[Path], base: Path) -> dict[str, dict[str, str]]
 def soak(kills: int, builds: int, seed: int, llm: bool, kill_window: float) -> dict:
     from support.fault_proxy import FaultProxy
     from support.nginx_server import run_nginx
+
     from trtcas.cas.content_store import ContentStore
     from trtcas.cas.gc import verify_store
 

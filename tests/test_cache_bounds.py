@@ -4,17 +4,16 @@ and enforced after each build, pins listed, dropped, and expired by age."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
+import make_models
 import onnx
 import pytest
-
-import make_models
-import trtcas
 from support.targets import CONV_TARGET
+
+import trtcas
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.settings import CacheSettings, load_settings, parse_duration, with_setting
 from trtcas.errors import TrtcasError

@@ -9,10 +9,10 @@ Real TensorRT-RTX builds, on CPU.
 
 from __future__ import annotations
 
+import make_models
 import onnx
 import pytest
 
-import make_models
 import trtcas
 
 BASE = """

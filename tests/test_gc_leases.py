@@ -13,15 +13,15 @@ import sys
 import threading
 import time
 
+import make_models
 import numpy as np
 import onnx
-
-import make_models
-import trtcas
 from support.targets import CONV_TARGET
+
+import trtcas
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
-from trtcas.cas.digest import Digest, hash_bytes, hash_file
+from trtcas.cas.digest import hash_bytes, hash_file
 from trtcas.cas.gc import execute_gc, plan_gc, verify_store
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 
@@ -64,7 +64,7 @@ def test_a_running_build_lease_keeps_what_it_used_since_it_started(store):
 
 
 def test_a_blob_a_running_build_found_already_stored_is_kept(store):
-    from trtcas.cas.leases import hold_lease, live_leases
+    from trtcas.cas.leases import hold_lease
 
     data = np.random.default_rng(0).bytes(10_000)
     digest = store.blobs.put_bytes(data)

@@ -14,13 +14,13 @@ import os
 import subprocess
 import sys
 
+import make_models
 import onnx
 import pytest
-
-import make_models
-import trtcas
 from support.remote_fixtures import action_key, store_action
 from support.targets import CONV_TARGET
+
+import trtcas
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.blobstore import BlobNotFound, DigestMismatch
 from trtcas.cas.content_store import ContentStore

@@ -8,11 +8,11 @@ import sys
 import time
 from contextlib import contextmanager
 
-import onnx
-
 import make_models
-import trtcas
+import onnx
 from support.targets import CONV_TARGET
+
+import trtcas
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.statcache import StatCache
 
