@@ -30,6 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import zstandard
+
 from trtcas.cas.actioncache import entry_problem
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
@@ -79,16 +81,28 @@ def _manifest_children(store: ContentStore, digest: Digest, seen: dict[Digest, t
     if digest in seen:
         return seen[digest]
     children: tuple[Digest, ...] = ()
-    if digest.size <= _MAX_MANIFEST_BYTES:
+    if digest.size <= _MAX_MANIFEST_BYTES and _looks_like_manifest(store, digest):
         try:
-            with store.blobs.open(digest) as stream:
-                head = stream.read(len(_MANIFEST_PREFIX))
-                if head == _MANIFEST_PREFIX:
-                    children = tuple(e.digest for e in TensorManifest.from_bytes(head + stream.read()).entries)
-        except Exception:  # not stored, corrupt (now quarantined) or not a manifest: no children
+            children = tuple(e.digest for e in TensorManifest.from_bytes(store.blobs.get_bytes(digest)).entries)
+        except Exception:  # corrupt (now quarantined) or not a manifest after all: no children
             children = ()
     seen[digest] = children
     return children
+
+
+def _looks_like_manifest(store: ContentStore, digest: Digest) -> bool:
+    """A peek at a blob's first bytes, unverified (only a match is read and verified)."""
+    blob = store.blobs.locate(digest)
+    if blob is None:
+        return False
+    try:
+        with open(blob.path, "rb") as raw:
+            if not blob.compressed:
+                return raw.read(len(_MANIFEST_PREFIX)) == _MANIFEST_PREFIX
+            with zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+                return stream.read(len(_MANIFEST_PREFIX)) == _MANIFEST_PREFIX
+    except (OSError, zstandard.ZstdError):
+        return False
 
 
 def _with_children(store: ContentStore, digests, seen) -> tuple[Digest, ...]:
@@ -222,9 +236,13 @@ def _unchanged(path, mtime: float | None) -> bool:
 
 def run_auto_gc(store: ContentStore) -> GcPlan | None:
     """After a build: gc down to the cache's ``max-size`` when it is set and exceeded."""
-    cap = store.settings.max_size
+    settings = store.settings
+    cap = settings.max_size
     if cap is None:
         return None
+    on_disk = sum(b.stored_size for b in store.blobs.iter_blobs()) + sum(e.stored_size for e in store.actions.iter_entries())
+    if on_disk <= cap and settings.pin_max_age_s is None:
+        return None  # a stat per file; planning (which reads every entry) only when needed
     plan = plan_gc(store, cap)
     if plan.size_before <= cap and not plan.expired_pins:
         return None
