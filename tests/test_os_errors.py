@@ -117,3 +117,11 @@ def test_every_errno_of_the_matrix_has_a_what_to_do(errno_name):
     code = getattr(errno, errno_name)
     text = describe_os_error(OSError(code, os.strerror(code), "/some/path"))
     assert text.startswith("/some/path ") and ";" in text and "\n" not in text
+
+
+def test_cache_get_to_an_impossible_place(tmp_path):
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(1000))
+    digest = trtcas("cache", "put", src, "--cache-dir", tmp_path / "cache").stdout.strip()
+    for dest in ("/proc/x/y", tmp_path / "blob" / "y"):
+        assert_one_line(trtcas("cache", "get", digest, "-o", dest, "--cache-dir", tmp_path / "cache"))
