@@ -8,6 +8,7 @@ the output directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from trtcas.cas.atomic import atomic_write_bytes
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
+from trtcas.cas.gc import run_auto_gc
+from trtcas.cas.leases import hold_lease
 from trtcas.cas.tiered import TieredStore
 from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
 from trtcas.errors import TrtcasError
@@ -51,7 +54,8 @@ def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> T
         return TieredStore(store)
     from trtcas.cas.remote import open_remote
 
-    return TieredStore(store, open_remote(remote, store.algo), upload=remote_upload)
+    deadline = store.settings.remote_deadline_s
+    return TieredStore(store, open_remote(remote, store.algo, deadline_s=deadline), upload=remote_upload)
 
 
 def build(
@@ -70,12 +74,32 @@ def build(
     fingerprint_overrides: Mapping[str, Any] | None = None,
     reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back."""
-    start = time.perf_counter()
+    """Build ``target`` (a trtcas.toml) incrementally; see BuildResult for what comes back.
+
+    The build holds a lease on the cache while it runs (gc keeps what it uses), and after a
+    successful build the cache is trimmed to its ``max-size`` when that is set."""
     config = load_config(target, overrides)
     scheduler, scheduler_address = execution_settings(config.data.get("execution"), scheduler, scheduler_address)
-    graph, notes = plan_target(config, actions)
     store = ContentStore(cache_dir)
+    with hold_lease(store):
+        result = _build_leased(config, store, actions, jobs=jobs, scheduler=scheduler,
+                               scheduler_address=scheduler_address, dry_run=dry_run,
+                               profile=profile, remote=remote, remote_upload=remote_upload,
+                               fingerprint_overrides=fingerprint_overrides, reporter=reporter)
+    if result.ok and not dry_run:
+        trimmed = run_auto_gc(store)
+        if trimmed is not None and trimmed.size_after > trimmed.max_size:
+            result = dataclasses.replace(result, warnings=result.warnings + (
+                f"the cache is over its max-size ({trimmed.size_after} > {trimmed.max_size} bytes) with only "
+                "pinned, recent or in-use entries left; raise it (`trtcas cache config max-size`) or unpin targets",))
+    return result
+
+
+def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[str], *, jobs, scheduler,
+                  scheduler_address, dry_run,
+                  profile, remote, remote_upload, fingerprint_overrides, reporter) -> BuildResult:
+    start = time.perf_counter()
+    graph, notes = plan_target(config, actions)
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
     tier = make_tier(store, remote, remote_upload)
     warnings: list[str] = []
@@ -99,7 +123,7 @@ def build(
     if not failed and not dry_run:
         write_build_json(config, records, outputs, fingerprint.to_dict())
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
-        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used)
+        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
     if not dry_run:
         save_build(store.root, config.slug, records)
         write_logs(store, config, records)

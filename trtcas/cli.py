@@ -31,7 +31,7 @@ def format_size(n: int | float) -> str:
 def cache_dir_option(func):
     return click.option(
         "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # not file_okay=False: a file here gets our one-line error
         envvar="TRTCAS_CACHE_DIR",
         default=None,
         help="Cache directory (default: $TRTCAS_CACHE_DIR, else ~/.cache/trtcas).",
@@ -91,14 +91,18 @@ def stats(as_json: bool, cache_dir: Path | None) -> None:
 @cache.command()
 @click.option("--max-size", required=True, help="Evict least-recently-used entries down to this size, e.g. 50G.")
 @click.option("--dry-run", is_flag=True, help="Show what would be evicted; remove nothing.")
+@click.option("--min-age", default=None, metavar="DURATION",
+              help="Keep anything used more recently than this, e.g. 0 or 15m (default: the cache's gc-min-age).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @cache_dir_option
-def gc(max_size: str, dry_run: bool, as_json: bool, cache_dir: Path | None) -> None:
-    """Evict LRU action entries and blobs down to a size cap; pinned builds are kept."""
+def gc(max_size: str, dry_run: bool, min_age: str | None, as_json: bool, cache_dir: Path | None) -> None:
+    """Evict LRU action entries and blobs down to a size cap; pinned builds, recent entries
+    and whatever running builds use are kept."""
     from trtcas.cas.gc import execute_gc, parse_size, plan_gc
+    from trtcas.cas.settings import parse_duration
 
     store = open_store(cache_dir)
-    plan = plan_gc(store, parse_size(max_size))
+    plan = plan_gc(store, parse_size(max_size), None if min_age is None else parse_duration(min_age))
     freed = 0 if dry_run else execute_gc(store, plan)
     if as_json:
         echo_json({
@@ -164,6 +168,74 @@ def get(digest: str, output: Path, cache_dir: Path | None) -> None:
 
     method = open_store(cache_dir).blobs.materialize(Digest.parse(digest), output)
     click.echo(f"{output} ({method})", err=True)
+
+
+@cache.command("config")
+@click.argument("name", required=False)
+@click.argument("value", required=False)
+@cache_dir_option
+def cache_config(name: str | None, value: str | None, cache_dir: Path | None) -> None:
+    """Show or set the settings persisted in the cache: `cache config max-size 50G`,
+    `cache config pin-max-age 30d`, `cache config max-size none`; no NAME lists them all."""
+    from trtcas.cas.settings import SETTING_NAMES, setting_value, with_setting
+
+    store = open_store(cache_dir)
+    settings = store.settings
+    if name is not None and value is not None:
+        settings = with_setting(settings, name, value)
+        store.save_settings(settings)
+    for shown in (name,) if name is not None else SETTING_NAMES:
+        current = setting_value(settings, shown)
+        click.echo(f"{shown} = {'none' if current is None else _setting_text(shown, current)}")
+
+
+def _setting_text(name: str, value) -> str:
+    return format_size(value) if "size" in name else f"{value:g}s"
+
+
+@cache.command("pins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cache_dir_option
+def cache_pins(as_json: bool, cache_dir: Path | None) -> None:
+    """List pinned targets (the last build of each): age and the size of what they keep."""
+    import time
+
+    store = open_store(cache_dir)
+    rows = []
+    for pin in sorted(store.pins.all(), key=lambda p: p.pinned_at):
+        size = sum(d.size for d in pin.blobs)
+        rows.append({"target": pin.name, "id": pin.target, "age_s": round(time.time() - pin.pinned_at, 1),
+                     "bytes": size, "actions": len(pin.action_keys)})
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['target']}  ({row['id']})  {_age_text(row['age_s'])} old  {format_size(row['bytes'])}  "
+                   f"{row['actions']} actions")
+    if not rows:
+        click.echo("no pinned targets", err=True)
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cache.command("unpin")
+@click.argument("target")
+@cache_dir_option
+def cache_unpin(target: str, cache_dir: Path | None) -> None:
+    """Drop the pin of TARGET (a name or an id, as `cache pins` lists them), so gc may evict
+    its last build; a name built from several target files unpins all of them."""
+    store = open_store(cache_dir)
+    pins = store.pins.matching(target)
+    if not pins:
+        raise TrtcasError(f"no pin for target {target!r}; `trtcas cache pins` lists the pinned targets")
+    for pin in pins:
+        store.pins.unpin(pin.target)
+        click.echo(f"unpinned {pin.name} ({pin.target})", err=True)
 
 
 # ---- build / graph / explain / env -------------------------------------------------------
@@ -391,6 +463,17 @@ def main(argv: list[str] | None = None) -> None:
     except TrtcasError as exc:
         click.echo(f"trtcas: error: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:
+        exit_on_os_error(exc)
+
+
+def exit_on_os_error(exc: OSError) -> None:
+    """An OS error that escaped a command (read-only or full disk, a path that is a file):
+    one line naming the path and what to do, never a traceback."""
+    from trtcas.oserrors import describe_os_error
+
+    click.echo(f"trtcas: error: {describe_os_error(exc)}", err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ class AtomicFile:
     def _abort(self) -> None:
         try:
             self._close(sync=False)
+        except OSError:
+            pass  # closing flushes; on a full disk that fails again, hiding the first error
         finally:
             self.temp.unlink(missing_ok=True)
 
@@ -95,6 +97,11 @@ def atomic_writer(path: str | os.PathLike, mode: int | None = None) -> Iterator[
     try:
         yield pending
         pending._commit(mode)
+    except OSError as exc:
+        pending._abort()
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(pending.target)) from exc
+        raise
     except BaseException:
         pending._abort()
         raise

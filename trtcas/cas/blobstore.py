@@ -20,10 +20,11 @@ import io
 import logging
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 
@@ -112,6 +113,9 @@ class BlobStore:
         self.blob_root = self.layout.blob_root(self.algo)
         self.tmp_root = self.layout.tmp_root
         self.quarantine_root = self.layout.quarantine_root
+        # Called with each digest a put found already stored (writing nothing): a running
+        # build's lease records it, so gc keeps the blob (cas.leases).
+        self.reuse_listener: Callable[[Digest], None] | None = None
 
     # ---- locating ---------------------------------------------------------------------
     def _raw_path(self, digest: Digest) -> Path:
@@ -120,15 +124,23 @@ class BlobStore:
         return self.layout.blob(self.algo, digest.hex)
 
     def locate(self, digest: Digest) -> StoredBlob | None:
-        """Where ``digest`` is stored, raw preferred, or None. Does not verify content."""
+        """Where ``digest`` is stored, raw preferred, or None. Does not verify content.
+
+        A stored size other than the digest's is a miss, never a quarantine: the digest asked
+        for may be the wrong one (``cache get <hex>/<wrong size>``), and a truly corrupt blob
+        is caught by hashing (``verify``) or replaced by the next put. A blob path that is not
+        a regular file (a symlink, a directory) is never served: it is quarantined.
+        """
         raw = self._raw_path(digest)
         for path, compressed in ((raw, False), (raw.with_name(raw.name + ZSTD_SUFFIX), True)):
             try:
-                st = path.stat()
-            except FileNotFoundError:
+                st = path.lstat()
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            if not compressed and st.st_size != digest.size:
-                self.quarantine(digest, path, f"size {st.st_size} != {digest.size}")
+            if not stat.S_ISREG(st.st_mode):
+                self.quarantine(digest, path, "not a regular file (a symlink or a directory)")
+                continue
+            if (st.st_size if not compressed else _zstd_size_or_none(path)) != digest.size:
                 continue
             return StoredBlob(digest, path, compressed, st.st_size, st.st_mtime)
         return None
@@ -149,8 +161,9 @@ class BlobStore:
                 compressed = entry.name.endswith(ZSTD_SUFFIX)
                 hexd = entry.name[: -len(ZSTD_SUFFIX)] if compressed else entry.name
                 try:
-                    st = entry.stat()
-                    size = st.st_size if not compressed else _zstd_content_size(Path(entry.path))
+                    st = entry.stat(follow_symlinks=False)
+                    size = st.st_size if not compressed or not entry.is_file(follow_symlinks=False) \
+                        else _zstd_content_size(Path(entry.path))
                 except OSError:
                     continue
                 yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime)
@@ -181,6 +194,11 @@ class BlobStore:
             writer.write(chunk)
         return writer.finish(), compress
 
+    def _reused(self, digest: Digest) -> None:
+        listener = self.reuse_listener
+        if listener is not None:
+            listener(digest)
+
     def _store_chunks(
         self, first: bytes, rest: Iterator[bytes], expected: Digest | None, untrusted: bool = False
     ) -> Digest:
@@ -197,13 +215,16 @@ class BlobStore:
                 raise _mismatch(expected, digest, untrusted)
             if self.has(digest):
                 pending.discard()
+                self._reused(digest)
             else:
                 pending.retarget(self._final_path(digest, compressed))
         return digest
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = hash_bytes(data, self.algo)
-        if not self.has(digest):
+        if self.has(digest):
+            self._reused(digest)
+        else:
             view = memoryview(data)
             rest = (bytes(view[i : i + CHUNK]) for i in range(SAMPLE_BYTES, len(data), CHUNK))
             self._store_chunks(bytes(view[:SAMPLE_BYTES]), rest, digest)
@@ -239,6 +260,7 @@ class BlobStore:
         try:
             digest = self.statcache.digest_of(path, self.algo)
             if self.has(digest):
+                self._reused(digest)
                 return digest
             with open(path, "rb") as stream:
                 first = stream.read(SAMPLE_BYTES)
@@ -259,6 +281,8 @@ class BlobStore:
     def check(self, blob: StoredBlob, trust_statcache: bool = True) -> str | None:
         """Why ``blob`` does not hold its digest's content, or None if it does."""
         try:
+            if not stat.S_ISREG(blob.path.lstat().st_mode):
+                return "not a regular file (a symlink or a directory)"
             if not trust_statcache:
                 self.statcache.forget(blob.path)
             actual = self._content_digest(blob)
@@ -376,6 +400,14 @@ def _try_reflink(src: Path, dest: Path) -> bool:
 def _hash_zstd_file(path: Path, algo: str) -> Digest:
     with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
         return hash_stream(io.BufferedReader(stream, CHUNK), algo)
+
+
+def _zstd_size_or_none(path: Path) -> int | None:
+    """The content size a zstd blob declares, or None when its header cannot be read."""
+    try:
+        return _zstd_content_size(path)
+    except (OSError, zstandard.ZstdError):
+        return None
 
 
 def _zstd_content_size(path: Path) -> int:

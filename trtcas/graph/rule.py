@@ -74,6 +74,10 @@ class Rule:
     # outputs not named here are plain files.
     output_formats: Mapping[str, str] = field(default_factory=dict)
     placement: PlacementFunction | None = None
+    # The names of the outputs every run returns. When declared, a cached entry (local or
+    # remote) naming any other set is a miss, and so is a run that returns another set;
+    # empty means "not declared" and only the names' safety is checked.
+    outputs: tuple[str, ...] = ()
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Callable, Collection, Iterator, Mapping, Protocol
 
-from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.actioncache import ActionResult, entry_problem
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
@@ -43,6 +43,7 @@ from trtcas.graph.fingerprint import Fingerprint, collect_fingerprint
 from trtcas.graph.records import Span
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.rule import RULES, Rule, RuleRegistry
+from trtcas.oserrors import describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ActionCacheTier(Protocol):
 
     warnings: list[str]
 
-    def lookup(self, key: Digest) -> tuple[ActionResult, str] | None: ...
+    def lookup(self, key: Digest, outputs: Collection[str] = ()) -> tuple[ActionResult, str] | None: ...
     def record(self, key: Digest, result: ActionResult) -> None: ...
 
 
@@ -138,7 +139,8 @@ class ActionRunner:
         try:
             outcome = self._outcome(action, dry_run, invoke or self.local_invoke)
         except Exception as exc:
-            message = str(exc) if isinstance(exc, TrtcasError) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, TrtcasError) else \
+                describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TrtcasError):
                 log.debug("action %s crashed:\n%s", action.id, traceback.format_exc())
             self._span(action, "failed", start)
@@ -220,15 +222,19 @@ class ActionRunner:
 
     def _obtain(self, invocation: Invocation, dry_run: bool, invoke: Invoke) -> tuple[str, ActionResult | None]:
         key = invocation.key.digest
-        hit = self.tier.lookup(key)
+        outputs = self.registry.get(invocation.action.rule).outputs
+        hit = self.tier.lookup(key, outputs)
         if hit is not None:
             return hit[1], hit[0]
         if dry_run:
             return "would-build", None
         with key_lock(self.store, key):
-            again = self.store.actions.get(key, count=False)  # another process may have built it meanwhile
+            again = self.store.actions.get(key, count=False, outputs=outputs)  # another process may have built it
             if again is not None:
                 return "cached", again
             result = invoke(invocation)
+            problem = entry_problem(result, outputs)
+            if problem:
+                raise ActionFailed(f"the rule's result {problem}; nothing was cached (a bug in the rule)")
             self.tier.record(key, result)
             return "built", result

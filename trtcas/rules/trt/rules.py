@@ -177,20 +177,24 @@ def run_select_shaping(ctx) -> dict[str, Any]:
 
 NETWORK_RULE = Rule(
     "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields, placement=_flavour_needs,
+    outputs=("canonical", "io", "refit_names", "structure", "weights"),
     doc="ONNX file or TensorRT-LLM rank -> canonical network (structural digest) and per-tensor weights",
 )
 ENGINE_RULE = Rule(
-    "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
+    "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields, outputs=("names", "plan"),
     unkeyed_inputs=frozenset({"onnx", "refit_names", "source_weights", "source_config"}),
-    cosmetic_params=frozenset({"rank"}),  # the rank lives in the weights; equal structure may share
+    # "rank" lives in the weights, so equal structure may share. "spec" is the [engine] table as
+    # written: the key holds "effective_config" (read back from the builder) instead, so a
+    # setting written out equal to the builder's default keys as if it were left out.
+    cosmetic_params=frozenset({"rank", "spec"}),
     explain=explain_engine, explain_sharing=rank_sharing_lines, placement=_engine_needs,
     doc="canonical network + builder config -> engine plan",
 )
 REFIT_RULE = Rule(
-    "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields, placement=_refit_needs,
+    "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields, outputs=("plan",), placement=_refit_needs,
     doc="engine plan + one rank's weights -> refitted plan",
 )
 SHAPING_RULE = Rule(
-    "trt.plan_shaping_weights", 1, run_select_shaping,
+    "trt.plan_shaping_weights", 1, run_select_shaping, outputs=("weights",),
     doc="weights manifest -> the subset (integer/bool constants) that shapes an engine plan",
 )
