@@ -21,6 +21,7 @@ import errno
 import fcntl
 import io
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -282,8 +283,14 @@ class BlobStore:
     def _install(self, digest: Digest, payload: memoryview, suffix: str) -> None:
         """Write already-hashed bytes as the blob's file (temp, fsync, read-only, rename)."""
         raw = self._raw_path(digest)
-        with atomic_writer(raw.with_name(raw.name + suffix), mode=0o444) as pending:
+        path = raw.with_name(raw.name + suffix)
+        with atomic_writer(path, mode=0o444) as pending:
             pending.open().write(payload)
+        self.statcache.remember_written(path, digest, self._kind(suffix))
+
+    def _kind(self, suffix: str) -> str:
+        """The stat cache's name for "the content digest of a blob file stored so"."""
+        return {"": self.algo, ZSTD_SUFFIX: f"{self.algo}+zstd", TCX_SUFFIX: f"{self.algo}+tcx"}[suffix]
 
     def put_stream(self, stream: BinaryIO) -> Digest:
         """Store a stream of unknown content in bounded memory."""
@@ -390,16 +397,25 @@ class BlobStore:
         if blob is None:
             raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
         if not blob.frame:
-            return memoryview(self.get_bytes(digest))
+            return self._mapped(digest) if not blob.compressed else memoryview(self.get_bytes(digest))
         try:
             content = self._decode(blob, depth)
-            problem = None if hash_bytes(content, self.algo) == digest else "decodes to other content"
+            known = self.statcache.lookup(blob.path, self.algo, self._kind(TCX_SUFFIX)) == digest
+            problem = None if known or hash_bytes(content, self.algo) == digest else "decodes to other content"
         except (OSError, _BadFrame) as exc:
             problem = f"undecodable ({exc})"
         if problem:
             self.quarantine(digest, blob.path, problem)
             raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
         return content
+
+    def _mapped(self, digest: Digest) -> memoryview:
+        """A raw blob's bytes, verified (through the stat cache), mapped rather than read."""
+        blob = self._verified(digest)
+        if blob.stored_size == 0:
+            return memoryview(b"")
+        with open(blob.path, "rb") as stream:
+            return memoryview(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ))
 
     def content_view(self, digest: Digest) -> memoryview:
         """The blob's content, verified, as a read-only bytes-like view (a frame is decoded,
