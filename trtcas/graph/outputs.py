@@ -19,14 +19,16 @@ renamed into place, and put back from hardlinked backups if a rename fails.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ctypes.util
 import errno
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Iterator, Mapping, Protocol
 
 from trtcas.cas.atomic import atomic_write_bytes, fsync_dir
 from trtcas.cas.blobstore import BlobNotFound, BlobStore
@@ -96,26 +98,46 @@ def place_outputs(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
     dests = {p: check_relative(p.relative, output_dir) for p in planned}
     for name in files:
         check_relative(name, output_dir)
-    todo = [p for p in planned if not formats[p.format].up_to_date(blobs, statcache, p.digest, dests[p])]
     try:
-        if not todo:
-            for name, data in files.items():
-                atomic_write_bytes(output_dir / name, data)
-        elif keep_inside is not None and _holds(output_dir, Path(keep_inside)):
-            _commit_files(blobs, output_dir, todo, formats, files)
-        else:
-            _exchange_tree(blobs, output_dir, todo, formats, files)
+        with _placing_lock(output_dir):
+            _place_locked(blobs, statcache, output_dir, planned, formats, dests, files, keep_inside)
     except BlobNotFound:
         raise
     except OSError as exc:
         where = exc.filename or output_dir
         raise OutputError(f"cannot place outputs in {output_dir} ({os.strerror(exc.errno) if exc.errno else exc}: {where}); "
                           "the previous outputs are unchanged; free space or fix permissions and build again") from exc
-    for p in planned:
+    return {str(dests[p]): str(p.digest) for p in planned}
+
+
+@contextmanager
+def _placing_lock(output_dir: Path) -> Iterator[None]:
+    """One placer per output dir at a time (two builds of one target may finish together);
+    the lock file lies beside the output dir, not in it."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_dir.parent / f".{output_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _place_locked(blobs: BlobStore, statcache: StatCache, output_dir: Path, planned: list[PlannedOutput],
+                  formats: Mapping[str, OutputFormat], dests: Mapping[PlannedOutput, Path],
+                  files: Mapping[str, bytes], keep_inside: Path | None) -> None:
+    todo = [p for p in planned if not formats[p.format].up_to_date(blobs, statcache, p.digest, dests[p])]
+    if not todo:
+        for name, data in files.items():
+            atomic_write_bytes(output_dir / name, data)
+    elif keep_inside is not None and _holds(output_dir, Path(keep_inside)):
+        _commit_files(blobs, output_dir, todo, formats, files)
+    else:
+        _exchange_tree(blobs, output_dir, todo, formats, files)
+    for p in planned:  # linking and swapping moved ctimes: record what each dest holds now
         remember = getattr(formats[p.format], "remember", None)
         if remember is not None:
             remember(statcache, p.digest, dests[p])
-    return {str(dests[p]): str(p.digest) for p in planned}
 
 
 def _holds(output_dir: Path, inner: Path) -> bool:
