@@ -24,14 +24,16 @@ import logging
 import mmap
 import os
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import zstandard
 
-from trtcas.cas.atomic import AtomicFile, atomic_writer
+from trtcas.cas.atomic import AtomicFile, atomic_writer, sync_filesystem
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
 from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
@@ -123,6 +125,7 @@ class BlobStore:
         self.zstd_level = zstd_level
         self.min_saving = min_saving
         self.max_chain_depth = max_chain_depth
+        self._batches = threading.local()
         self.blob_root = self.layout.blob_root(self.algo)
         self.tmp_root = self.layout.tmp_root
         self.quarantine_root = self.layout.quarantine_root
@@ -284,9 +287,33 @@ class BlobStore:
         """Write already-hashed bytes as the blob's file (temp, fsync, read-only, rename)."""
         raw = self._raw_path(digest)
         path = raw.with_name(raw.name + suffix)
-        with atomic_writer(path, mode=0o444) as pending:
+        batch = getattr(self._batches, "pending", None)
+        with atomic_writer(path, mode=0o444, durable=batch is None) as pending:
             pending.open().write(payload)
-        self.statcache.remember_written(path, digest, self._kind(suffix))
+        if batch is None:
+            self.statcache.remember_written(path, digest, self._kind(suffix))
+        else:
+            batch.append((path, digest, self._kind(suffix)))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Blobs written in this block (by this thread) skip their own fsyncs and are made
+        durable together, with one ``syncfs``, when it ends: an action storing hundreds of
+        tensors pays one flush, as ``cp -r`` + ``sync`` does. Until then a crash may leave a
+        named blob with lost bytes; reads verify, so it is quarantined, never served (and
+        nothing trusts it before the flush: its stat-cache entry is written after)."""
+        if getattr(self._batches, "pending", None) is not None:
+            yield  # nested: the outer batch flushes
+            return
+        self._batches.pending = pending = []
+        try:
+            yield
+        finally:
+            self._batches.pending = None
+            if pending:
+                sync_filesystem(self.blob_root)
+                for path, digest, kind in pending:
+                    self.statcache.remember_written(path, digest, kind)
 
     def _kind(self, suffix: str) -> str:
         """The stat cache's name for "the content digest of a blob file stored so"."""

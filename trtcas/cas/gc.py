@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
+from trtcas.cas.needs import closure, needs_map
 from trtcas.errors import TrtcasError
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -81,6 +82,8 @@ def plan_gc(store: ContentStore, max_size: int) -> GcPlan:
     for info in actions:
         if info.key_hex in pinned_keys:
             pinned_blobs.update(info.blobs)
+    needs = needs_map(store.blobs, blobs.values())  # a delta's parent, a manifest's tensors
+    pinned_blobs |= closure(needs, pinned_blobs)
 
     referrers: dict[Digest, int] = defaultdict(int)
     recency: dict[Digest, float] = {d: b.mtime for d, b in blobs.items()}
@@ -88,6 +91,9 @@ def plan_gc(store: ContentStore, max_size: int) -> GcPlan:
         for digest in info.blobs:
             referrers[digest] += 1
             recency[digest] = max(recency.get(digest, 0.0), info.mtime)
+    for needed in needs.values():
+        for digest in needed:
+            referrers[digest] += 1
 
     size = sum(b.stored_size for b in blobs.values()) + sum(a.size for a in actions)
     size_before = size
@@ -103,7 +109,12 @@ def plan_gc(store: ContentStore, max_size: int) -> GcPlan:
 
     def free_blob(digest: Digest) -> int:
         evict_blobs.append(digest)
-        return blobs[digest].stored_size
+        freed = blobs[digest].stored_size
+        for needed in needs.get(digest, ()):  # what only this blob needed goes with it
+            referrers[needed] -= 1
+            if referrers[needed] == 0 and needed in blobs and needed not in pinned_blobs and needed not in evict_blobs:
+                freed += free_blob(needed)
+        return freed
 
     for _, kind, item in candidates:
         if size <= max_size:

@@ -90,11 +90,12 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
     context = StoreRunContext(action, store, sources, digests, scratch, previous)
     start = time.perf_counter()
     try:
-        try:
-            produced = rule.run(context)
-        except TrtcasError as exc:
-            raise ActionFailed(str(exc)) from exc
-        outputs = {name: _store_output(store, value) for name, value in produced.items()}
+        with store.blobs.batch():  # one flush for all the action's blobs, before its entry is recorded
+            try:
+                produced = rule.run(context)
+            except TrtcasError as exc:
+                raise ActionFailed(str(exc)) from exc
+            outputs = {name: _store_output(store, value) for name, value in produced.items()}
         _check_sources_unchanged(store, sources, digests)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
