@@ -61,6 +61,10 @@ class StoreRunContext:
     def get_bytes(self, digest: Digest) -> bytes:
         return self._store.blobs.get_bytes(digest)
 
+    def get_view(self, digest: Digest) -> memoryview:
+        """A blob's content, verified, read-only, without a copy (mapped or decoded)."""
+        return self._store.blobs.content_view(digest)
+
     def open_blob(self, digest: Digest) -> BinaryIO:
         return self._store.blobs.open(digest)
 

@@ -23,6 +23,7 @@ import fcntl
 import ctypes.util
 import errno
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -104,10 +105,17 @@ def place_outputs(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
     except BlobNotFound:
         raise
     except OSError as exc:
-        where = exc.filename or output_dir
-        raise OutputError(f"cannot place outputs in {output_dir} ({os.strerror(exc.errno) if exc.errno else exc}: {where}); "
-                          "the previous outputs are unchanged; free space or fix permissions and build again") from exc
+        raise OutputError(f"cannot place outputs in {output_dir} ({_describe(exc, output_dir)}); the previous outputs "
+                          "are unchanged; fix that path (free space, permissions, a file in the way) and build again") from exc
     return {str(dests[p]): str(p.digest) for p in planned}
+
+
+def _describe(exc: OSError, output_dir: Path) -> str:
+    """The error and the path it names, as the output dir (not the staging dir) has it."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    where = re.sub(rf"/\.{re.escape(output_dir.name)}\.staging-[0-9]+-[0-9a-f]+(/new)?", f"/{output_dir.name}",
+                   str(exc.filename or output_dir))
+    return f"{reason}: {where}"
 
 
 @contextmanager

@@ -74,9 +74,11 @@ def previous_manifest(ctx: Any, output: str) -> TensorManifest | None:
 
 
 def load_tensors(blobs: BlobReader, manifest: TensorManifest) -> dict[str, np.ndarray]:
-    """name -> array, read (and verified) from the store."""
+    """name -> read-only array, read (and verified) from the store: mapped where a tensor is
+    stored raw, the decoded buffer itself where it is encoded, never copied again."""
+    read = getattr(blobs, "get_view", None) or blobs.get_bytes
     return {
-        e.name: np.frombuffer(blobs.get_bytes(e.digest), dtype=numpy_dtype(e.dtype)).reshape(e.shape)
+        e.name: np.frombuffer(read(e.digest), dtype=numpy_dtype(e.dtype)).reshape(e.shape)
         for e in manifest.entries
     }
 

@@ -31,7 +31,6 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
-from trtcas.rules.formats.tensors import previous_manifest, store_tensors
 from trtcas.rules.trt.engine_actions import engine_actions, engine_settings
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
@@ -39,6 +38,7 @@ MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "ma
 
 # ---- rules ----------------------------------------------------------------------------------
 def run_convert(ctx) -> dict[str, Any]:
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.convert import iter_rank_tensors, trtllm_config
     from trtcas.rules.llm.hf import read_hf_config
     from trtcas.rules.llm.spec import ConvertSpec
@@ -55,6 +55,7 @@ def run_convert(ctx) -> dict[str, Any]:
 
 def run_import_checkpoint(ctx) -> dict[str, Any]:
     """A TensorRT-LLM checkpoint rank already on disk -> the same outputs as convert."""
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
