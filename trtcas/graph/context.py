@@ -117,7 +117,7 @@ def _store_output(store: ContentStore, value: Any) -> Digest:
             raise ActionFailed(f"rule returned {value} but never stored it")
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return store.blobs.put_bytes(bytes(value))
+        return store.blobs.put_bytes(value)  # no copy: an engine plan can be as large as the model
     if isinstance(value, Path):
         return store.blobs.put_file(value)
     raise ActionFailed(f"rule returned an output of type {type(value).__name__}; expected bytes, Path or Digest")
