@@ -380,14 +380,21 @@ class BlobStore:
             return f"its delta parent cannot be read ({exc})"
         return None if actual == blob.digest else f"content is {actual}"
 
-    def _verified(self, digest: Digest) -> StoredBlob:
+    def _located(self, digest: Digest) -> StoredBlob:
         blob = self.locate(digest)
         if blob is None:
             raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
+        return blob
+
+    def _reject(self, blob: StoredBlob, problem: str) -> CorruptBlob:
+        self.quarantine(blob.digest, blob.path, problem)
+        return CorruptBlob(f"blob {blob.digest} was corrupt on disk and has been quarantined; it counts as a miss")
+
+    def _verified(self, digest: Digest) -> StoredBlob:
+        blob = self._located(digest)
         problem = self.check(blob)
         if problem:
-            self.quarantine(digest, blob.path, problem)
-            raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
+            raise self._reject(blob, problem)
         return blob
 
     def verify(self, digest: Digest) -> bool:
@@ -420,9 +427,7 @@ class BlobStore:
             raise _BadFrame(str(exc)) from exc
 
     def _content(self, digest: Digest, depth: int) -> memoryview:
-        blob = self.locate(digest)
-        if blob is None:
-            raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
+        blob = self._located(digest)
         if not blob.frame:
             return self._mapped(digest) if not blob.compressed else memoryview(self.get_bytes(digest))
         try:
@@ -432,8 +437,7 @@ class BlobStore:
         except (OSError, _BadFrame) as exc:
             problem = f"undecodable ({exc})"
         if problem:
-            self.quarantine(digest, blob.path, problem)
-            raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
+            raise self._reject(blob, problem)
         return content
 
     def _mapped(self, digest: Digest) -> memoryview:
