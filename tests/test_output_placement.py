@@ -115,10 +115,15 @@ def test_a_failed_placement_leaves_the_previous_outputs_exactly(tmp_path):
 def test_outputs_inside_the_project_dir_are_replaced_per_file(tmp_path):
     root = project(tmp_path)
     text = (root / "trtcas.toml").read_text().replace("[output]", '[output]\ndir = "."')
+    text = text.replace("[engine]", "[parallel]\ntp = 2\n[engine]")
     (root / "trtcas.toml").write_text(text)
-    build(root, "convert[rank0]")
-    assert (root / "checkpoint" / "rank0.safetensors").is_file() and (root / "build.json").is_file()
-    assert (root / "hf").is_dir() and (root / "trtcas.toml").read_text() == text
+    build(root, "convert[rank0]", "convert[rank1]")  # both ranks place checkpoint/config.json
+    assert {p.name for p in (root / "checkpoint").iterdir()} == {"rank0.safetensors", "rank1.safetensors", "config.json"}
+    assert (root / "build.json").is_file() and (root / "hf").is_dir() and (root / "trtcas.toml").read_text() == text
+    project(tmp_path, finetune="full")
+    (root / "trtcas.toml").write_text(text)
+    build(root, "convert[rank0]", "convert[rank1]")  # replaced in place, the project dir never moved
+    assert not [p for p in tmp_path.parent.iterdir() if ".staging-" in p.name]
 
 
 @pytest.mark.parametrize("name", ["../escape.bin", "/abs/path.bin", ""])

@@ -134,7 +134,8 @@ def _placing_lock(output_dir: Path) -> Iterator[None]:
 def _place_locked(blobs: BlobStore, statcache: StatCache, output_dir: Path, planned: list[PlannedOutput],
                   formats: Mapping[str, OutputFormat], dests: Mapping[PlannedOutput, Path],
                   files: Mapping[str, bytes], keep_inside: Path | None) -> None:
-    todo = [p for p in planned if not formats[p.format].up_to_date(blobs, statcache, p.digest, dests[p])]
+    unique = {p.relative: p for p in planned}  # ranks may share an output (one config.json)
+    todo = [p for p in unique.values() if not formats[p.format].up_to_date(blobs, statcache, p.digest, dests[p])]
     if not todo:
         for name, data in files.items():
             atomic_write_bytes(output_dir / name, data)
