@@ -25,7 +25,7 @@ from trtcas.rules.llm.convert import write_checkpoint
 from trtcas.rules.llm.spec import ConvertSpec
 from trtcas.rules.evaluate import EvaluateError, evaluate_network, evaluate_ranks
 from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
-from trtcas.rules.llm.llama.network import build_decoder_network
+from trtcas.rules.llm.decoder.network import build_decoder_network
 
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 

@@ -23,8 +23,9 @@ from trtcas.rules.llm.convert import write_checkpoint
 from trtcas.rules.llm.spec import ConvertSpec
 from trtcas.rules.trt.engine import EngineSpec
 from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
-from trtcas.rules.llm.llama.config import LlamaGeometry as DecoderGeometry, expected_weights, rotary_tables
-from trtcas.rules.llm.llama.network import VOCAB_START, build_decoder_network
+from trtcas.rules.llm.decoder.geometry import DecoderGeometry, expected_weights
+from trtcas.rules.llm.decoder.rope import rotary_tables
+from trtcas.rules.llm.decoder.network import VOCAB_START, build_decoder_network
 from trtcas.rules.trt.diagnose import PROBES, build_with_diagnosis as build_decoder_engine, probe_layer_support
 from trtcas.rules.trt.network import ParsedNetwork
 
@@ -173,7 +174,7 @@ def test_rotary_tables_follow_the_config():
     assert np.isclose(cos[0, 3, 0], np.cos(3.0))  # the first pair turns by one radian per position
     linear = DecoderGeometry.from_config({**_tiny_config(), "rotary_scaling": {"type": "linear", "factor": 2.0}})
     assert np.isclose(rotary_tables(linear, 16)[0][0, 3, 0], np.cos(1.5), atol=1e-3)
-    with pytest.raises(TrtcasError, match="rotary_scaling type 'dynamic' is not supported"):
+    with pytest.raises(TrtcasError, match="rope type 'dynamic' is not supported"):
         DecoderGeometry.from_config({**_tiny_config(), "rotary_scaling": {"type": "dynamic", "factor": 2.0}})
 
 

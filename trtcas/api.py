@@ -109,6 +109,38 @@ def build(
     )
 
 
+def run(
+    target: str | Path = DEFAULT_TARGET,
+    tokens: Iterable[int] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    jobs: int = 2,
+    overrides: Iterable[str] = (),
+    remote: str | None = None,
+    fingerprint_overrides: Mapping[str, Any] | None = None,
+):
+    """Evaluate the networks of every rank of ``target`` on ``tokens`` (LLM targets) or
+    ``inputs`` (name -> array), in numpy, collectives simulated: a check of what the engines
+    are built from, on any machine. The network actions (and what they need) are built or
+    taken from the cache; nothing is written to the output dir and the build history is left
+    as it is. Returns a ``RunResult`` (``.logits``, ``.argmax``, ``.outputs``, ``.to_dict()``)."""
+    from trtcas.rules.evaluate.run import evaluate_target
+
+    config = load_config(target, overrides)
+    graph, _ = plan_target(config, ("trt.network",))
+    store = ContentStore(cache_dir)
+    fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
+    runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=make_tier(store, remote, False))
+    records = open_scheduler("threads", jobs=jobs).execute(graph, runner, False, NullReporter())
+    store.counters.flush()
+    failed = [r for r in records if r.status == "failed"]
+    if failed:
+        raise TrtcasError(failed[0].error or f"{failed[0].id} failed")
+    return evaluate_target(store, config.base_dir, graph, {r.id: r for r in records},
+                           tokens=None if tokens is None else list(tokens), feeds=inputs)
+
+
 def previous_outputs(store: ContentStore, config: TargetConfig) -> dict[str, dict[str, Digest]]:
     """Action id -> its outputs in this target's last build (delta parents for fine-tunes)."""
     last = load_build(store.root, config.slug) or {}

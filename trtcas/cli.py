@@ -292,6 +292,41 @@ def explain(target, action, dry_run, as_json, overrides, remote, remote_upload, 
             click.echo(f"    {line}")
 
 
+@cli.command(name="run")
+@target_argument
+@click.option("--tokens", metavar="1,2,3", help="Token ids (LLM targets): prints the logits of the last position.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input array (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"logits": [...], "argmax": N, "ranks": R}.')
+@set_option
+@cache_dir_option
+def run_networks(target, tokens, inputs, as_json, overrides, cache_dir):
+    """Evaluate the networks of every rank of TARGET in numpy (collectives simulated): what
+    the engines compute, checked on any machine before deploying them."""
+    import numpy as np
+
+    from trtcas.api import run as run_target
+    from trtcas.rules.evaluate.run import read_input_files
+
+    try:
+        ids = None if tokens is None else [int(t) for t in tokens.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise TrtcasError(f"--tokens {tokens!r}: expected comma-separated integers like 1,2,3") from None
+    target, _ = split_target(target, ())
+    result = run_target(target, ids, read_input_files(inputs) if inputs else None, cache_dir=cache_dir,
+                        overrides=overrides)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    if result.logits is not None:
+        click.echo(f"ranks: {result.ranks}")
+        click.echo(f"argmax: {result.argmax}")
+        click.echo("logits: " + np.array2string(result.logits, precision=6, threshold=10**9, max_line_width=120))
+        return
+    for name, value in result.outputs.items():
+        click.echo(f"{name} {value.dtype.name}{list(value.shape)}:")
+        click.echo(np.array2string(value, precision=6, threshold=10**6, max_line_width=120))
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env(as_json):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from trtcas.cas.codecs.frame import CODEC_IDS, frame_of
-from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
+from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.protocol import (
     ELEMENT_SIZES,
     Buffer,

@@ -36,7 +36,7 @@ from trtcas.rules.canonical.model import (
            serialize,
            strip_weight_digests,
 )
-from trtcas.rules.canonical.read import layer_classes
+from trtcas.rules.canonical.read import KnownWeights, layer_classes
 
 __all__ = ["TRT_DOMAIN", "canonicalize_network", "diff_canonical", "serialize", "strip_weight_digests", "layer_classes",
-           "CanonicalNetwork", "CanonicalizeError"]
+           "CanonicalNetwork", "CanonicalizeError", "KnownWeights"]

@@ -32,7 +32,7 @@ from trtcas.rules.canonical.model import (
 )
 from trtcas.rules.canonical.onnx_names import OnnxHints
 from trtcas.rules.canonical.order import canonical_order
-from trtcas.rules.canonical.read import read_network
+from trtcas.rules.canonical.read import KnownWeights, read_network
 
 
 def _onnx_dtype(trt_dtype_name: str) -> int:
@@ -253,6 +253,7 @@ def canonicalize_network(
     onnx_model: onnx.ModelProto | None = None,
     algo: str = DEFAULT_ALGO,
     copy_weights: bool = True,
+    known: KnownWeights | None = None,
 ) -> CanonicalNetwork:
     """Canonicalize ``network`` (an ``INetworkDefinition`` of module ``trt``).
 
@@ -262,8 +263,10 @@ def canonicalize_network(
     numpy lacks (bf16, fp8, int4, fp4), which the TensorRT API cannot hand out.
     ``copy_weights=False`` hands out ``weight_values`` as views into TensorRT's memory
     (no copy of a multi-GB rank; valid only while the network and its parser live).
+    ``known``: digests (and bf16 bytes) of constants the network's writer already has, by
+    constant name; a weight taken by digest has no entry in ``weight_values``.
     """
-    net = read_network(trt, network, OnnxHints(onnx_model), algo, copy_weights)
+    net = read_network(trt, network, OnnxHints(onnx_model), algo, copy_weights, known)
     normalized = _normalize_profiles(net.inputs, [net.tensors[k] for k in net.inputs], profiles)
     order = canonical_order(net)
     model, weights, roles_layer = _build_model(net, order, normalized)

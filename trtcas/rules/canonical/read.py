@@ -6,7 +6,8 @@ references (dtype, shape, digest). What the API does not expose cannot move a di
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -91,9 +92,11 @@ class _Reader:
     """Converts property values of one network to canonical Python values, hashing each
     weights buffer once."""
 
-    def __init__(self, trt, network, hints: "OnnxHints", algo: str, copy_weights: bool = True):
+    def __init__(self, trt, network, hints: "OnnxHints", algo: str, copy_weights: bool = True,
+                 known: "KnownWeights | None" = None):
         self.trt = trt
         self.copy_weights = copy_weights
+        self.known = known or KnownWeights()
         self._owners: dict = {}  # id -> (owner object kept alive, group number)
         self.network = network
         self.hints = hints
@@ -144,6 +147,14 @@ class _Reader:
         TensorRT holds them (constants get their shape from the layer afterwards)."""
         array, dtype = _weights_array(value)
         source = None
+        if layer_op == "CONSTANT" and prop == "weights":
+            known = self.known.digests.get(layer_name)
+            if known is not None and known.algo == self.algo and known.size == int(value.nbytes):
+                return self._known_ref(layer_name, prop, dtype, int(value.size), known)
+            if array is None:
+                array = source = self.known.arrays.get(layer_name)
+                if array is not None and array.nbytes != int(value.nbytes):
+                    array = source = None
         if array is None and int(value.size):
             array = source = self.hints.unreadable(layer_name, prop, layer_op, value)
             if array is None:
@@ -164,6 +175,13 @@ class _Reader:
         return WeightRef(prop, dtype, tuple(int(d) for d in shape), digest,
                           self._keepable(flat, source if source is not None else matched, shape),
                           refit_name, refittable)
+
+    def _known_ref(self, layer_name: str, prop: str, dtype: str, size: int, digest) -> WeightRef:
+        """A constant whose bytes the caller already hashed and stored (a converter's tensor
+        manifest): its digest is taken by name, not recomputed, and no value is handed out
+        (the blob is in the store already). Constants are refit by their layer's name."""
+        ok, marked = _try_call(self.network, "are_weights_marked_refittable", layer_name)
+        return WeightRef(prop, dtype, (size,), digest, None, layer_name, bool(ok and marked))
 
     def _keepable(self, flat: np.ndarray, source, shape) -> np.ndarray | None:
         """The value handed out in ``weight_values``. TensorRT's arrays are views into memory
@@ -207,10 +225,23 @@ def _tensor_key(tensor) -> str:
     return tensor.name
 
 
-def read_network(trt, network, hints: "OnnxHints", algo: str, copy_weights: bool = True) -> Network:
+@dataclass(frozen=True)
+class KnownWeights:
+    """What the writer of a network already knows of its constants, by constant layer name:
+    ``digests`` of bytes already hashed and stored (a converter's tensor manifest: used as
+    is, so weights are not hashed twice), ``arrays`` holding the bytes of constants whose
+    dtype TensorRT's Python API cannot hand out (bf16). A digest is trusted only when its
+    algorithm and byte size match the constant's."""
+
+    digests: Mapping[str, Any] = field(default_factory=dict)
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def read_network(trt, network, hints: "OnnxHints", algo: str, copy_weights: bool = True,
+                 known: KnownWeights | None = None) -> Network:
     """Every structural fact of ``network`` as plain values (TensorRT names appear only as
     internal keys)."""
-    reader = _Reader(trt, network, hints, algo, copy_weights)
+    reader = _Reader(trt, network, hints, algo, copy_weights, known)
     classes = layer_classes(trt)
     tensors: dict = {}
     seen_producer: dict = {}

@@ -17,7 +17,7 @@ from trtcas.errors import TrtcasError
 from trtcas.rules.formats.safetensors import BadSafetensors, map_tensors
 
 CONFIG_FILE = "config.json"
-_REQUIRED_KEYS = ("architecture", "dtype", "vocab_size", "hidden_size", "num_hidden_layers",
+REQUIRED_KEYS = ("architecture", "dtype", "vocab_size", "hidden_size", "num_hidden_layers",
                   "num_attention_heads")
 # --------------------------------------------------------------------------- the checkpoint
 
@@ -37,15 +37,15 @@ class TrtllmCheckpoint:
 
     @property
     def tp_size(self) -> int:
-        return _mapping(self.config)[1]
+        return checkpoint_mapping(self.config)[1]
 
     @property
     def pp_size(self) -> int:
-        return _mapping(self.config)[2]
+        return checkpoint_mapping(self.config)[2]
 
     @property
     def world_size(self) -> int:
-        return _mapping(self.config)[0]
+        return checkpoint_mapping(self.config)[0]
 
 
 def read_trtllm_checkpoint(directory: str | os.PathLike) -> TrtllmCheckpoint:
@@ -66,11 +66,11 @@ def read_trtllm_checkpoint(directory: str | os.PathLike) -> TrtllmCheckpoint:
         raise TrtcasError(f"cannot read {path}: {exc.strerror or exc}; fix its permissions") from None
     if not isinstance(config, dict):
         raise TrtcasError(f"{path} is not a JSON object; re-run the conversion")
-    missing = [key for key in _REQUIRED_KEYS if key not in config]
+    missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise TrtcasError(f"{path} lacks {', '.join(map(repr, missing))}; it is not a TensorRT-LLM "
                           "checkpoint config (re-run the conversion)")
-    world, tp, pp = _mapping(config, path)
+    world, tp, pp = checkpoint_mapping(config, path)
     files = tuple(root / f"rank{rank}.safetensors" for rank in range(world))
     absent = [f.name for f in files if not f.is_file()]
     if absent:
@@ -86,7 +86,7 @@ def read_trtllm_checkpoint(directory: str | os.PathLike) -> TrtllmCheckpoint:
     return TrtllmCheckpoint(root, config, files)
 
 
-def _mapping(config: Mapping[str, Any], where: Any = CONFIG_FILE) -> tuple[int, int, int]:
+def checkpoint_mapping(config: Mapping[str, Any], where: Any = CONFIG_FILE) -> tuple[int, int, int]:
     """(world_size, tp_size, pp_size); a missing ``mapping`` is TensorRT-LLM's default (1, 1, 1)."""
     mapping = config.get("mapping") or {}
     if not isinstance(mapping, Mapping):

@@ -62,7 +62,7 @@ class ConvertStep:
     outputs: tuple[TensorSlot, ...]
 
 
-def _padded_vocab(vocab: int, tp: int) -> int:
+def padded_vocab(vocab: int, tp: int) -> int:
     """TensorRT-LLM's ``pad_vocab_size``: round up to a multiple of tp."""
     return -(-vocab // tp) * tp
 
@@ -115,7 +115,7 @@ def kv_heads_of_rank(kv_heads: int, tp: int, tp_rank: int) -> range:
     return range(head, head + 1)
 
 
-def _heads(range_: range, head_dim: int) -> slice:
+def head_slice(range_: range, head_dim: int) -> slice:
     return slice(range_.start * head_dim, range_.stop * head_dim)
 
 

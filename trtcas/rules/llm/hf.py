@@ -107,7 +107,7 @@ def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-def _read(ckpt: HFCheckpoint, name: str, shape: tuple[int, ...], rows: slice = slice(None),
+def read_tensor(ckpt: HFCheckpoint, name: str, shape: tuple[int, ...], rows: slice = slice(None),
           cols: slice = slice(None)) -> np.ndarray:
     """One HF tensor (or a row/column slice of it) in its stored float dtype (bf16 typed as
     ``ml_dtypes.bfloat16``), after checking its shape.

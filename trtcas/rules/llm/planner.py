@@ -107,8 +107,26 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
         spec = ConvertSpec(tp=settings["tp"], pp=1, dtype=settings["dtype"], quantization=settings["quantization"],
                            vocab_parallel=settings["vocab_parallel"])
         plan_rank(read_hf_config(base / source), spec, 0)  # checks tp against heads/vocab, reads no tensors
+    else:
+        _check_checkpoint_mapping(base / source, parallel, settings)
     settings["source"], settings["kind"] = source, "hf" if "hf" in model else "checkpoint"
     return settings
+
+
+def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], settings: dict[str, Any]) -> None:
+    """A TensorRT-LLM checkpoint was converted for one tp/pp: ``[parallel]`` must agree with
+    its ``mapping`` (or be left out, and take it), never silently build a subset of ranks."""
+    from trtcas.rules.llm.checkpoint import read_trtllm_checkpoint
+
+    checkpoint = read_trtllm_checkpoint(directory)
+    for name, theirs in (("tp", checkpoint.tp_size), ("pp", checkpoint.pp_size)):
+        if name in parallel and parallel[name] != theirs:
+            raise TrtcasError(f"[parallel] {name} = {parallel[name]} but the checkpoint {directory.name}/config.json was "
+                              f"converted for {name}_size={theirs}; set {name} = {theirs} or re-convert for {name} = {parallel[name]}")
+        settings[name] = theirs
+    if settings["pp"] != 1:
+        raise TrtcasError(f"the checkpoint {directory.name} has pp_size={settings['pp']}; pp > 1 is not supported yet: "
+                          "re-convert it with pp = 1")
 
 
 def _write_checkpoint(config: Mapping[str, Any]) -> bool:

@@ -21,4 +21,6 @@ def load_checkpoint_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
         toolchain.backend, config, int(ctx.params["rank"]), load_tensors(ctx, manifest),
         int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),
     )
-    return LoadedNetwork(network, None, profiles_by_name([p.canonical() for p in network.profiles]))
+    digests = {entry.name: entry.digest for entry in manifest.entries}
+    return LoadedNetwork(network, None, profiles_by_name([p.canonical() for p in network.profiles]),
+                         weight_digests=digests, weight_arrays=dict(network.constants))

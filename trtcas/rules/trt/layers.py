@@ -81,7 +81,8 @@ class LayerWriter:
 
     def linear(self, x: Any, prefix: str, weights: Mapping[str, np.ndarray]) -> Any:
         """``x [b, s, in] -> [b, s, out]`` with TRT-LLM's ``[out, in]`` weight (or W8A16's
-        ``[in, out]`` int8 weight dequantized by its per-channel scale)."""
+        ``[in, out]`` int8 weight dequantized by its per-channel scale), plus ``{prefix}.bias``
+        when ``weights`` holds one."""
         kernel = self.constant(f"{prefix}.weight", weights[f"{prefix}.weight"])
         if f"{prefix}.per_channel_scale" in weights:
             scale = self.constant(f"{prefix}.per_channel_scale", weights[f"{prefix}.per_channel_scale"])
@@ -93,22 +94,30 @@ class LayerWriter:
             op = self.trt.MatrixOperation.TRANSPOSE
         kernel = self.shuffle(kernel, f"{prefix}.weight.expand", reshape=(1, *kernel.shape))
         layer = self.net.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, kernel, op)
-        return self.named(layer, f"{prefix}.matmul")
+        out = self.named(layer, f"{prefix}.matmul")
+        if f"{prefix}.bias" not in weights:
+            return out
+        bias = self.shuffle(self.constant(f"{prefix}.bias", weights[f"{prefix}.bias"]), f"{prefix}.bias.expand",
+                            reshape=(1,) * (len(x.shape) - 1) + (-1,))
+        return self.elementwise(out, bias, "SUM", f"{prefix}.add_bias")
 
     def rms_norm(self, x: Any, weight_name: str, weights: Mapping[str, np.ndarray], epsilon: float) -> Any:
-        """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis."""
+        """``w * cast(x32 / sqrt(mean(x32²) + eps))``, HF's LlamaRMSNorm, over the last axis
+        (of a rank-3 hidden state, or a rank-4 ``[b, heads, s, head_size]`` for q/k norms)."""
         prefix = weight_name.removesuffix(".weight")
-        fp32 = self.trt.DataType.FLOAT
+        fp32, rank = self.trt.DataType.FLOAT, len(x.shape)
         x32 = self.cast(x, fp32, f"{prefix}.to_float")
         square = self.elementwise(x32, x32, "PROD", f"{prefix}.square")
-        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << 2, True), f"{prefix}.mean")
-        eps = self.scalar("rms_norm.epsilon", epsilon, "float32")
+        mean = self.named(self.net.add_reduce(square, self.trt.ReduceOperation.AVG, 1 << (rank - 1), True),
+                          f"{prefix}.mean")
+        eps_name = "rms_norm.epsilon" if rank == 3 else f"rms_norm.epsilon.rank{rank}"
+        eps = self.scalar(eps_name, epsilon, "float32", rank=rank)
         root = self.named(self.net.add_unary(self.elementwise(mean, eps, "SUM", f"{prefix}.add_epsilon"),
                                               self.trt.UnaryOperation.SQRT), f"{prefix}.sqrt")
         normed = self.cast(self.elementwise(x32, root, "DIV", f"{prefix}.normalize"), self.trt_dtype,
                            f"{prefix}.to_dtype")
         weight = self.shuffle(self.constant(weight_name, weights[weight_name]), f"{prefix}.weight.expand",
-                              reshape=(1, 1, -1))
+                              reshape=(1,) * (rank - 1) + (-1,))
         return self.elementwise(normed, weight, "PROD", f"{prefix}.scale")
 
     def collective(self, x: Any, tp: int, name: str, gather: bool = False) -> Any:
@@ -120,3 +129,68 @@ class LayerWriter:
         layer = self.net.add_dist_collective(x, op, reduce, -1, list(range(tp)))
         layer.num_ranks = tp
         return self.named(layer, name)
+
+
+# --------------------------------------------------------------------------- shared LLM pieces
+
+
+def soft_cap(w: LayerWriter, x: Any, cap: float, name: str, dtype: str | None = None) -> Any:
+    """``cap * tanh(x / cap)``: logit soft-capping (Gemma 2's attention scores and final
+    logits, Grok's ...), in ``dtype`` (default: the model dtype), as HF computes it."""
+    rank = len(x.shape)
+    bound = w.scalar(f"soft_cap.{cap!r}.{dtype or w.dtype}.rank{rank}", cap, dtype, rank=rank)
+    scaled = w.elementwise(x, bound, "DIV", f"{name}.divide")
+    tanh = w.named(w.net.add_activation(scaled, w.trt.ActivationType.TANH), f"{name}.tanh")
+    return w.elementwise(tanh, bound, "PROD", f"{name}.scale")
+
+
+def causal_window_mask(max_seq_len: int, window: int | None) -> np.ndarray:
+    """``[1, 1, 1, S, S]`` float32 additive mask: 0 where query ``i`` may see key ``j``
+    (``j <= i``, and ``i - j < window`` for a sliding window, HF's
+    ``sliding_window_overlay``), float32's lowest value elsewhere (as HF's eager masks)."""
+    rows, cols = np.arange(max_seq_len)[:, None], np.arange(max_seq_len)[None, :]
+    allowed = cols <= rows
+    if window is not None:
+        allowed &= cols > rows - window
+    return np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[None, None, None]
+
+
+def decomposed_attention(w: LayerWriter, q: Any, k: Any, v: Any, ids: Any, *, name: str, scale: float,
+                         max_seq_len: int, softcap: float | None = None, window: int | None = None) -> Any:
+    """Causal (optionally sliding-window, soft-capped) GQA attention from matmul, elementwise,
+    softmax layers, for what ``IAttention`` cannot express (a soft-cap between ``Q Kᵀ`` and
+    the softmax). ``q [b, n_q, s, d]``, ``k``/``v [b, n_kv, s, d]`` -> ``[b, s, n_q * d]``.
+
+    Follows HF's eager attention: ``Q Kᵀ * scale`` and the soft-cap in the model dtype, mask
+    and softmax in float32, probabilities cast back before ``· V``. Query head ``h`` uses KV
+    head ``h // (n_q / n_kv)`` (HF's ``repeat_kv``): the heads are viewed as
+    ``[b, n_kv, group, s, d]`` against ``[b, n_kv, 1, s, d]`` and the matmul broadcasts.
+    """
+    n_q, d = int(q.shape[1]), int(q.shape[3])
+    n_kv = int(k.shape[1])
+    group = n_q // n_kv
+    q5 = w.shuffle(q, f"{name}.q.groups", reshape=(0, n_kv, group, -1, d))
+    k5, v5 = (w.shuffle(t, f"{name}.{part}.groups", reshape=(0, n_kv, 1, -1, d)) for part, t in (("k", k), ("v", v)))
+    mm = w.trt.MatrixOperation
+    scores = w.named(w.net.add_matrix_multiply(q5, mm.NONE, k5, mm.TRANSPOSE), f"{name}.scores")
+    scores = w.elementwise(scores, w.scalar(f"attention.scale.{scale!r}", scale, rank=5), "PROD", f"{name}.scale")
+    if softcap is not None:
+        scores = soft_cap(w, scores, softcap, f"{name}.soft_cap")
+    scores = w.cast(scores, w.trt.DataType.FLOAT, f"{name}.scores.to_float")
+    mask_name = f"attention.mask.{'causal' if window is None else f'window{window}'}"
+    mask = w.constant(mask_name, causal_window_mask(max_seq_len, window))
+    size = _square_size(w, ids, f"{name}.mask_size")
+    scores = w.elementwise(scores, w.slice(mask, (0,) * 5, size, f"{name}.mask"), "SUM", f"{name}.masked")
+    softmax = w.net.add_softmax(scores)
+    softmax.axes = 1 << 4
+    probs = w.cast(w.named(softmax, f"{name}.softmax"), w.trt_dtype, f"{name}.probs")
+    context = w.named(w.net.add_matrix_multiply(probs, mm.NONE, v5, mm.NONE), f"{name}.context")
+    return w.shuffle(context, f"{name}.merge_heads", transpose=(0, 3, 1, 2, 4), reshape=(0, 0, n_q * d))
+
+
+def _square_size(w: LayerWriter, ids: Any, name: str) -> Any:
+    """The int64 size ``[1, 1, 1, s, s]`` of ``ids [b, s]``'s sequence (static or dynamic)."""
+    shape = w.named(w.net.add_shape(ids), f"{name}.shape")
+    seq = w.named(w.net.add_slice(shape, (1,), (1,), (1,)), f"{name}.seq")
+    ones = w.constant("shape.ones.3", np.ones(3, np.int64))
+    return w.named(w.net.add_concatenation([ones, seq, seq]), name)

@@ -62,15 +62,19 @@ def plan_shaping(manifest: TensorManifest) -> TensorManifest:
 
 # ---- trt.network -------------------------------------------------------------------------
 def run_network(ctx) -> dict[str, Any]:
-    from trtcas.rules.canonical import canonicalize_network, serialize
+    from trtcas.rules.canonical import KnownWeights, canonicalize_network, serialize
     from trtcas.rules.trt.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
     loaded = load_network(ctx, toolchain)
     parsed = loaded.parsed
     canon = canonicalize_network(toolchain.backend.trt, parsed.network, loaded.profiles,
-                                 onnx_model=loaded.onnx_model, algo=ctx.algo)
+                                 onnx_model=loaded.onnx_model, algo=ctx.algo,
+                                 known=KnownWeights(loaded.weight_digests, loaded.weight_arrays))
+    stored_already = set(loaded.weight_digests.values())
     for entry in canon.weights.entries:
+        if entry.digest in stored_already:  # taken from the source's manifest: in the store already
+            continue
         value = canon.weight_values.get(entry.name)  # None for empty weights (e.g. an unused scale power)
         stored = ctx.put_bytes(b"" if value is None else np.ascontiguousarray(value).tobytes())
         if stored != entry.digest:

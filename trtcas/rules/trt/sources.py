@@ -22,13 +22,15 @@ class LoadedNetwork:
     source ONNX model when there is one (refit names come from it); ``profiles``: the
     optimization profiles by input name, ``[{input: (min, opt, max)}]``; ``weight_digests``:
     digests of weights already known by name (from a converter's tensor manifest), so they
-    need not be read back through TensorRT.
+    need not be read back through TensorRT (nor hashed twice); ``weight_arrays``: the arrays of
+    constants by name, for those whose dtype TensorRT's Python API cannot hand out (bf16).
     """
 
     parsed: Any
     onnx_model: Any = None
     profiles: list[dict] = field(default_factory=list)
     weight_digests: Mapping[str, Any] = field(default_factory=dict)
+    weight_arrays: Mapping[str, Any] = field(default_factory=dict)
 
 
 # (run context, toolchain) -> LoadedNetwork

@@ -1,22 +1,7 @@
-"""``LlamaForCausalLM``: HF -> TensorRT-LLM conversion (``convert``), the one geometry both
-sides share (``config``), and the network of a rank written with TensorRT's layers
-(``network``). ``ARCHITECTURE`` is its entry in ``rules.llm.architectures.ARCHITECTURES``.
-"""
+"""``LlamaForCausalLM`` (Llama 2/3, incl. Llama 3's ``llama3`` rope scaling and tied
+embeddings): the shared decoder with Llama's HF layout. ``ARCHITECTURE`` is its entry in
+``rules.llm.architectures.ARCHITECTURES``."""
 
-from trtcas.rules.llm.architectures import Architecture
-from trtcas.rules.llm.llama.convert import (
-    check_hf_config,
-    plan_rank,
-    run_step,
-    trtllm_config,
-)
-from trtcas.rules.llm.llama.network import build_decoder_network
+from trtcas.rules.llm.decoder import HFLayout, decoder_architecture
 
-ARCHITECTURE = Architecture(
-    name="LlamaForCausalLM",
-    check_hf_config=check_hf_config,
-    plan_rank=plan_rank,
-    run_step=run_step,
-    trtllm_config=trtllm_config,
-    build_network=build_decoder_network,
-)
+ARCHITECTURE = decoder_architecture(HFLayout("LlamaForCausalLM"))

@@ -1,29 +1,31 @@
-"""The one description of a Llama model's shape: sizes and choices a checkpoint's config fixes.
+"""The one description of a decoder's shape: sizes and choices a TensorRT-LLM checkpoint's
+``config.json`` fixes, shared by the converter (which writes that config) and the network
+writer (which reads it back).
+
+One geometry serves every decoder-only architecture trtcas writes with the shared decoder
+(``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
+``Phi3ForCausalLM``): what differs between them is a field here (q/k/v biases, per-head
+q/k RMSNorm, partial rotary, sliding-window layers), never a code path keyed by name.
+Architecture folders that need more (Gemma2's soft-capping, Mixtral's experts) extend it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import ml_dtypes
 import numpy as np
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.formats.safetensors import numpy_dtype
-from trtcas.rules.llm.checkpoint import _REQUIRED_KEYS, _mapping
+from trtcas.rules.llm.checkpoint import REQUIRED_KEYS, checkpoint_mapping
 from trtcas.rules.messages import name_list, require
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32")
-_NUMPY_DTYPE = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-                "float32": np.dtype(np.float32)}
-# --------------------------------------------------------------------------- the geometry
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
-class LlamaGeometry:
+class DecoderGeometry:
     """The sizes and choices a checkpoint's ``config.json`` fixes, per rank where split.
 
     Nothing here depends on the rank: every rank of a checkpoint has the same geometry,
@@ -47,6 +49,12 @@ class LlamaGeometry:
     rotary_scaling: tuple[tuple[str, Any], ...] | None
     quantization: str | None
     tied: bool = False  # lm_head is a copy of the embedding (tie_word_embeddings)
+    architecture: str = "LlamaForCausalLM"
+    qkv_bias: bool = False  # q/k/v projections carry biases (Qwen2), sharded with their heads
+    qk_norm: bool = False  # per-head RMSNorm of q and k before RoPE (Qwen3)
+    rotary_dim: int = 0  # leading dims of a head that rotate (partial rotary); 0 = head_size
+    # per layer: the sliding window (keys a query may see, itself included) or None (full)
+    windows: tuple[int | None, ...] = ()
 
     @property
     def heads_per_rank(self) -> int:
@@ -69,16 +77,27 @@ class LlamaGeometry:
     def lm_head_rows(self) -> int:
         return self.padded_vocab // self.tp
 
+    @property
+    def rotated(self) -> int:
+        return self.rotary_dim or self.head_size
+
+    def window(self, layer: int, max_seq_len: int) -> int | None:
+        """Layer ``layer``'s sliding window where it can cut anything at ``max_seq_len``
+        (a window of at least the sequence is full attention, and is written as such)."""
+        window = self.windows[layer] if self.windows else None
+        return window if window is not None and window < max_seq_len else None
+
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], pipeline_ok: bool = False) -> "LlamaGeometry":
-        """Check a TRT-LLM Llama config for what this builder supports; one line per problem."""
-        for key in _REQUIRED_KEYS:
+    def from_config(cls, config: Mapping[str, Any], pipeline_ok: bool = False,
+                    supported: tuple[str, ...] | None = None) -> "DecoderGeometry":
+        """Check a TRT-LLM decoder config for what this builder supports; one line per problem."""
+        for key in REQUIRED_KEYS:
             if key not in config:
                 raise TrtcasError(f"TensorRT-LLM config lacks {key!r}; re-run the conversion")
         arch = config["architecture"]
-        require(arch in SUPPORTED_ARCHITECTURES,
-               f"architecture {arch!r} has no native network here; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
-        _, tp, pp = _mapping(config)
+        if supported is not None:
+            require(arch in supported, f"architecture {arch!r} has no native network here; supported: {', '.join(supported)}")
+        _, tp, pp = checkpoint_mapping(config)
         require(pp == 1 or pipeline_ok, f"pp_size={pp}: pipeline-parallel checkpoints are not supported by the native decoder "
                         "network; convert with pp=1")
         dtype, logits_dtype = config["dtype"], config.get("logits_dtype", "float32")
@@ -88,17 +107,19 @@ class LlamaGeometry:
                                                    "num_attention_heads", "intermediate_size")}
         sizes["num_key_value_heads"] = config.get("num_key_value_heads") or sizes["num_attention_heads"]
         for key, value in sizes.items():
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                   f"config {key} must be a positive integer, got {value!r}")
+            require(positive_int(value), f"config {key} must be a positive integer, got {value!r}")
         heads, kv_heads = sizes["num_attention_heads"], sizes["num_key_value_heads"]
         head_size = config.get("head_size") or sizes["hidden_size"] // heads
         require(isinstance(head_size, int) and head_size >= 2 and head_size % 2 == 0,
                f"head_size {head_size!r} must be an even positive integer (RoPE rotates pairs)")
+        rotary_dim = config.get("rotary_dim") or head_size
+        require(positive_int(rotary_dim) and rotary_dim % 2 == 0 and rotary_dim <= head_size,
+               f"rotary_dim {rotary_dim!r} must be an even integer of at most head_size={head_size}")
         for key, expected in (("hidden_act", "silu"), ("position_embedding_type", "rope_gpt_neox")):
             value = config.get(key, expected)
-            require(value == expected, f"{key} {value!r} is not supported; the Llama network needs {expected!r}")
-        for key in ("mlp_bias", "attn_bias", "bias"):
-            require(not config.get(key), f"{key} is true; biases are not part of the native Llama network")
+            require(value == expected, f"{key} {value!r} is not supported; the decoder network needs {expected!r}")
+        for key in ("mlp_bias", "bias", "dense_bias"):
+            require(not config.get(key), f"{key} is true; that bias is not part of the native decoder network")
         quant = config.get("quantization") or {}
         algo = quant.get("quant_algo")
         require(algo in (None, "W8A16"), f"quant_algo {algo!r} is not supported; use none or W8A16")
@@ -124,14 +145,37 @@ class LlamaGeometry:
             vocab_parallel=parallel, norm_epsilon=float(config.get("norm_epsilon", 1e-5)),
             rotary_base=float(config.get("rotary_base", 10000.0)),
             rotary_scaling=None if scaling is None else tuple(sorted(scaling.items())), quantization=algo,
-            tied=bool(config.get("tie_word_embeddings", False)))
+            tied=bool(config.get("tie_word_embeddings", False)), architecture=arch,
+            qkv_bias=bool(config.get("attn_bias", False)), qk_norm=bool(config.get("qk_layernorm", False)),
+            rotary_dim=0 if rotary_dim == head_size else rotary_dim,
+            windows=layer_windows(config, sizes["num_hidden_layers"]))
+        from trtcas.rules.llm.decoder.rope import rotary_inverse_frequencies
+
         rotary_inverse_frequencies(geometry)  # refuses an unsupported scaling before any layer is added
         return geometry
 
 
+def positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def expected_weights(geometry: LlamaGeometry) -> dict[str, tuple[tuple[int, ...], str]]:
+def layer_windows(config: Mapping[str, Any], layers: int) -> tuple[int | None, ...]:
+    """Per layer, its sliding window or None, from ``sliding_window`` and ``layer_types``
+    (``full_attention`` / ``sliding_attention`` per layer, as transformers 5 writes them;
+    without it every layer slides when a window is set, as Mistral's and Phi-3's do)."""
+    window = config.get("sliding_window")
+    require(window is None or positive_int(window), f"sliding_window must be a positive integer or null, got {window!r}")
+    types = config.get("layer_types")
+    if types is None:
+        return () if window is None else (window,) * layers
+    require(isinstance(types, list) and len(types) == layers and all(t in LAYER_TYPES for t in types),
+           f"layer_types must list {layers} of {', '.join(LAYER_TYPES)}, got {types!r}")
+    require(window is not None or "sliding_attention" not in types,
+           "layer_types has sliding_attention layers but sliding_window is not set")
+    return tuple(window if t == "sliding_attention" else None for t in types)
+
+
+def expected_weights(geometry: DecoderGeometry) -> dict[str, tuple[tuple[int, ...], str]]:
     """Every tensor one rank's file must hold: name -> (shape, dtype name). Rank-independent."""
     g, dt = geometry, geometry.dtype
     out: dict[str, tuple[tuple[int, ...], str]] = {
@@ -148,6 +192,11 @@ def expected_weights(geometry: LlamaGeometry) -> dict[str, tuple[tuple[int, ...]
         p = f"transformer.layers.{i}"
         out[f"{p}.input_layernorm.weight"] = ((g.hidden,), dt)
         linear(f"{p}.attention.qkv", g.qkv_rows, g.hidden)
+        if g.qkv_bias:
+            out[f"{p}.attention.qkv.bias"] = ((g.qkv_rows,), dt)
+        if g.qk_norm:
+            out[f"{p}.attention.q_layernorm.weight"] = ((g.head_size,), dt)
+            out[f"{p}.attention.k_layernorm.weight"] = ((g.head_size,), dt)
         linear(f"{p}.attention.dense", g.hidden, g.heads_per_rank * g.head_size)
         out[f"{p}.post_layernorm.weight"] = ((g.hidden,), dt)
         linear(f"{p}.mlp.fc", g.intermediate // g.tp, g.hidden)
@@ -158,57 +207,20 @@ def expected_weights(geometry: LlamaGeometry) -> dict[str, tuple[tuple[int, ...]
     return out
 
 
-def _check_weights(geometry: LlamaGeometry, rank: int, weights: Mapping[str, np.ndarray]) -> None:
+def check_weights(expected: Mapping[str, tuple[tuple[int, ...], str]], tp: int, rank: int,
+                  weights: Mapping[str, np.ndarray]) -> None:
     """Every expected tensor present with its shape and dtype, and nothing unused (a bias or
     scale this network would silently drop would make a wrong engine)."""
-    expected = expected_weights(geometry)
     missing = [name for name in expected if name not in weights]
     if missing:
         raise TrtcasError(f"rank {rank} weights lack {name_list(missing)}; the checkpoint does not match its config.json")
     unused = sorted(set(weights) - set(expected))
     if unused:
-        raise TrtcasError(f"rank {rank} weights include {name_list(unused)}, which the native Llama network does not "
+        raise TrtcasError(f"rank {rank} weights include {name_list(unused)}, which the native decoder network does not "
                           "use; refusing to drop them silently")
     for name, (shape, dtype) in expected.items():
         array = weights[name]
         if tuple(array.shape) != shape or array.dtype.name != dtype:
             raise TrtcasError(f"rank {rank} weight {name!r} is {array.dtype.name}{list(array.shape)}, config.json "
-                              f"implies {dtype}{list(shape)} (tp_size={geometry.tp}); the rank file was converted "
+                              f"implies {dtype}{list(shape)} (tp_size={tp}); the rank file was converted "
                               "for another config")
-
-
-
-
-# --------------------------------------------------------------------------- rotary tables
-
-
-def rotary_inverse_frequencies(geometry: LlamaGeometry) -> np.ndarray:
-    """``1 / base^(2i/d)`` for the ``head_size/2`` rotated pairs, with ``linear`` or ``llama3``
-    scaling applied as HF's ``rope_init_fn`` does; other scalings are refused (``dynamic``
-    depends on the run-time length, which constant tables cannot follow)."""
-    d = geometry.head_size
-    inv = 1.0 / geometry.rotary_base ** (np.arange(0, d, 2, dtype=np.float64) / d)
-    scaling = dict(geometry.rotary_scaling or ())
-    kind = scaling.get("rope_type", scaling.get("type"))
-    if kind in (None, "default"):
-        return inv
-    factor = float(scaling.get("factor", 1.0))
-    if kind == "linear":
-        return inv / factor
-    if kind == "llama3":
-        low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
-        old_len = float(scaling.get("original_max_position_embeddings", 8192))
-        wavelen = 2 * math.pi / inv
-        scaled = np.where(wavelen > old_len / low, inv / factor, inv)
-        smooth = (old_len / wavelen - low) / (high - low)
-        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
-        return np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
-    raise TrtcasError(f"rotary_scaling type {kind!r} is not supported by the native network; "
-                      "supported: none, linear, llama3")
-
-
-def rotary_tables(geometry: LlamaGeometry, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cos, sin) of shape ``[1, max_seq_len, head_size/2]`` in the model dtype."""
-    angles = np.outer(np.arange(max_seq_len, dtype=np.float64), rotary_inverse_frequencies(geometry))
-    dtype = numpy_dtype(geometry.dtype)
-    return (np.cos(angles)[None].astype(dtype), np.sin(angles)[None].astype(dtype))

@@ -15,7 +15,8 @@ installed on these machines and its TensorRT backend left its main branch in 202
 the native path exists: ``IAttention``, ``IRotaryEmbeddingLayer``, ``IDistCollectiveLayer``
 and plain layers, which full TensorRT and TensorRT-RTX share.
 
-The network is the context (prefill) phase of a Llama decoder, without a KV cache:
+The network is the context (prefill) phase of a decoder of the Llama family (Llama, Mistral,
+Qwen2, Qwen3, Phi-3: what differs is a field of :class:`DecoderGeometry`), without a KV cache:
 ``input_ids [batch, seq] int32 -> logits [batch, seq, vocab]``. Choices and why:
 
 - RMSNorm is built from reduce/elementwise/unary layers in float32, not from
@@ -30,7 +31,13 @@ The network is the context (prefill) phase of a Llama decoder, without a KV cach
   fall back to two matmuls and a softmax there and changes nothing where a fused kernel
   exists. ``decomposable_attention=False`` makes such a build fail instead of run slowly.
 - The causal mask is ``UPPER_LEFT`` (``j <= i``); in prefill ``seq_q == seq_kv``, where it
-  equals ``LOWER_RIGHT``.
+  equals ``LOWER_RIGHT``. A layer with a sliding window shorter than ``max_seq_len`` gets a
+  boolean mask instead (causal and windowed, sliced from a constant table to the run's
+  length); a window of at least ``max_seq_len`` cuts nothing and is written as full attention,
+  so such a network is structurally the full-attention one.
+- q/k/v biases are added after the fused qkv matmul; Qwen3's per-head q/k RMSNorm is applied
+  over ``head_size`` after the heads are transposed out (the same values: it normalizes the
+  last axis only); a partial rotary rotates the first ``rotary_dim`` dims of each head.
 - RoPE caches are ``[batch, seq, head_size/2]`` (no position ids), sliced at build/run time
   from a ``[1, max_seq_len, head_size/2]`` table (``WRAP`` repeats row 0 over the batch),
   because the layer requires the caches' batch to equal the input's.
@@ -58,12 +65,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.llm.llama.config import (
-    LlamaGeometry,
-    _check_weights,
-    expected_weights,
-    rotary_tables,
-)
+from trtcas.rules.llm.decoder.geometry import DecoderGeometry, check_weights, expected_weights
+from trtcas.rules.llm.decoder.rope import rotary_tables
 from trtcas.rules.messages import require
 from trtcas.rules.trt.backend import Backend
 from trtcas.rules.trt.layers import _TRT_DTYPE, LayerWriter
@@ -89,7 +92,7 @@ class DecoderNetwork(ParsedNetwork):
     ``profiles`` are the optimization profiles a build needs (empty for static shapes).
     """
 
-    geometry: LlamaGeometry
+    geometry: DecoderGeometry
     rank: int
     max_batch_size: int
     max_seq_len: int
@@ -108,19 +111,20 @@ class DecoderNetwork(ParsedNetwork):
 def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any], rank: int,
                           weights: Mapping[str, np.ndarray], max_batch_size: int, max_seq_len: int, *,
                           dynamic_shapes: bool = False, gather_logits: bool = True,
-                          decomposable_attention: bool = True, log_severity: str = "info") -> DecoderNetwork:
+                          decomposable_attention: bool = True, log_severity: str = "info",
+                          supported: tuple[str, ...] | None = None) -> DecoderNetwork:
     """Write rank ``rank``'s prefill network from its weights (as :func:`read_rank_weights` gives).
 
     Static shapes (default) fix ``input_ids`` to ``[max_batch_size, max_seq_len]``;
     ``dynamic_shapes`` makes both dims ``-1`` and returns the profile ``[1, 1] ..
     [max_batch_size, max_seq_len]`` (opt = max) in ``profiles``.
     """
-    geometry = LlamaGeometry.from_config(checkpoint_config)
+    geometry = DecoderGeometry.from_config(checkpoint_config, supported=supported)
     for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                f"{name} must be a positive integer, got {value!r}")
     require(isinstance(rank, int) and 0 <= rank < geometry.tp, f"rank {rank!r} is outside 0..{geometry.tp - 1}")
-    _check_weights(geometry, rank, weights)
+    check_weights(expected_weights(geometry), geometry.tp, rank, weights)
 
     trt = backend.trt
     logger = backend.logger(log_severity)
@@ -131,7 +135,7 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
     writer = LayerWriter(trt, network, geometry.dtype, decomposable_attention)
     batch, seq = (-1, -1) if dynamic_shapes else (max_batch_size, max_seq_len)
     ids = network.add_input(INPUT_NAME, trt.int32, (batch, seq))
-    logits = _decoder(writer, geometry, rank, weights, ids, max_seq_len, gather_logits)
+    logits = decoder(writer, geometry, rank, weights, ids, max_seq_len, gather_logits)
     logits.name = OUTPUT_NAME
     network.mark_output(logits)
 
@@ -144,26 +148,35 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
         profiles=profiles, constants=dict(writer.constants), weight_names=tuple(expected_weights(geometry)))
 
 
-def _decoder(w: LayerWriter, g: LlamaGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any,
-             max_seq_len: int, gather_logits: bool) -> Any:
-    x = _embedding(w, g, rank, weights, ids)
-    cos_table, sin_table = rotary_tables(g, max_seq_len)
-    cache_size = w.shape_with(ids, (g.head_size // 2,), "rotary_embedding.cache_size")
-    cos, sin = (w.slice(w.constant(f"rotary_embedding.{part}", table), (0, 0, 0), cache_size,
-                        f"rotary_embedding.{part}_cache", wrap=True)
-                for part, table in (("cos", cos_table), ("sin", sin_table)))
+def decoder(w: LayerWriter, g: DecoderGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any,
+            max_seq_len: int, gather_logits: bool) -> Any:
+    """``input_ids -> logits``: embedding, the layers, the final norm and the lm_head."""
+    x = embedding(w, g, rank, weights, ids)
+    rope = rope_caches(w, g, ids, max_seq_len)
     for i in range(g.layers):
-        x = _decoder_layer(w, g, weights, f"transformer.layers.{i}", x, ids, cos, sin)
+        p = f"transformer.layers.{i}"
+        h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
+        mask = window_mask(w, ids, g.window(i, max_seq_len), max_seq_len)
+        x = w.elementwise(x, attention_block(w, g, weights, f"{p}.attention", h, ids, rope, mask), "SUM",
+                          f"{p}.attention.residual")
+        h = w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon)
+        x = w.elementwise(x, gated_mlp(w, g, weights, f"{p}.mlp", h), "SUM", f"{p}.mlp.residual")
     x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
+    return lm_head(w, g, weights, x, ids, gather_logits)
+
+
+def lm_head(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], x: Any, ids: Any, gather_logits: bool) -> Any:
+    """Column-parallel lm_head; the shards all-gathered unless ``gather_logits`` is off; cast
+    to ``logits_dtype``."""
     logits = w.linear(x, "lm_head", weights)
     if g.tp > 1 and gather_logits:
-        logits = _gather_logits(w, g, logits, ids)
+        logits = gather_vocab(w, g, logits, ids)
     if g.logits_dtype != g.dtype:
         logits = w.cast(logits, getattr(w.trt.DataType, _TRT_DTYPE[g.logits_dtype]), "lm_head.to_logits_dtype")
     return logits
 
 
-def _embedding(w: LayerWriter, g: LlamaGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any) -> Any:
+def embedding(w: LayerWriter, g: Any, rank: int, weights: Mapping[str, np.ndarray], ids: Any) -> Any:
     """Gather rows of the table; a vocab-parallel rank looks up only its own rows (others
     give zeros) and the ranks' rows are summed, TRT-LLM's parallel embedding. The rank's
     first row is the constant :data:`VOCAB_START`, so the layers are the same on every rank."""
@@ -184,48 +197,89 @@ def _embedding(w: LayerWriter, g: LlamaGeometry, rank: int, weights: Mapping[str
     return w.collective(w.elementwise(rows_out, mask, "PROD", f"{name}.mask"), g.tp, f"{name}.all_reduce")
 
 
-def _decoder_layer(w: LayerWriter, g: LlamaGeometry, weights: Mapping[str, np.ndarray], p: str, x: Any, ids: Any,
-                   cos: Any, sin: Any) -> Any:
+def rope_caches(w: LayerWriter, g: Any, ids: Any, max_seq_len: int) -> tuple[Any, Any]:
+    """The (cos, sin) caches ``[batch, seq, rotated/2]`` sliced from constant tables."""
+    cos_table, sin_table = rotary_tables(g, max_seq_len)
+    cache_size = w.shape_with(ids, (g.rotated // 2,), "rotary_embedding.cache_size")
+    return tuple(w.slice(w.constant(f"rotary_embedding.{part}", table), (0, 0, 0), cache_size,
+                         f"rotary_embedding.{part}_cache", wrap=True)
+                 for part, table in (("cos", cos_table), ("sin", sin_table)))
+
+
+def window_mask(w: LayerWriter, ids: Any, window: int | None, max_seq_len: int) -> Any | None:
+    """A causal sliding-window mask ``[1, 1, seq, seq]`` (key j visible from query i when
+    ``i - window < j <= i``, transformers' ``sliding_window_overlay``), or None for full
+    causal attention. One constant table per window, sliced to the run's sequence length."""
+    if window is None:
+        return None
+    rows, cols = np.arange(max_seq_len)[:, None], np.arange(max_seq_len)[None, :]
+    table = ((cols <= rows) & (cols > rows - window))[None, None]
+    name = f"attention.window_{window}"
+    seq = w.named(w.net.add_gather(w.named(w.net.add_shape(ids), f"{name}.ids_shape"),
+                                   w.constant("shape.seq_index", np.array([1, 1], np.int32)), 0), f"{name}.seq_seq")
+    size = w.named(w.net.add_concatenation([w.constant("shape.ones.2", np.ones(2, np.int64)), seq]), f"{name}.size")
+    return w.slice(w.constant(f"{name}.mask", table), (0, 0, 0, 0), size, f"{name}.slice")
+
+
+def attention_block(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p: str, h: Any, ids: Any,
+                    rope: tuple[Any, Any], mask: Any | None = None, scale: float | None = None) -> Any:
+    """Self-attention of the normed hidden state ``h``: fused qkv (biases optional) split by
+    heads, optional per-head q/k RMSNorm, RoPE (partial when ``g.rotated < head_size``),
+    ``IAttention`` (causal, or under ``mask``), dense and its all-reduce. ``p`` is the
+    weights' prefix (``transformer.layers.N.attention``); ``scale`` defaults to
+    ``1/sqrt(head_size)``. Returns the block's output, before the residual."""
     trt, d = w.trt, g.head_size
-    h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
-    qkv = w.linear(h, f"{p}.attention.qkv", weights)
+    qkv = w.linear(h, f"{p}.qkv", weights)
     heads = {"q": (0, g.heads_per_rank), "k": (g.heads_per_rank, g.kv_heads_per_rank),
              "v": (g.heads_per_rank + g.kv_heads_per_rank, g.kv_heads_per_rank)}
     split = {}
     for part, (first, count) in heads.items():
-        size = w.shape_with(ids, (count * d,), f"{p}.attention.{part}_size")
-        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.attention.{part}")
-        split[part] = w.shuffle(flat, f"{p}.attention.{part}.heads", reshape=(0, 0, count, d),
-                                then_transpose=(0, 2, 1, 3))
+        size = w.shape_with(ids, (count * d,), f"{p}.{part}_size")
+        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.{part}")
+        split[part] = w.shuffle(flat, f"{p}.{part}.heads", reshape=(0, 0, count, d), then_transpose=(0, 2, 1, 3))
     rotated = {}
     for part in ("q", "k"):
-        layer = w.net.add_rotary_embedding(split[part], cos, sin, False, 0)
-        rotated[part] = w.named(layer, f"{p}.attention.{part}.rotary")
-    q = w.elementwise(rotated["q"], w.scalar("attention.query_scale", 1.0 / math.sqrt(d), rank=4), "PROD",
-                      f"{p}.attention.q.scale")
-    attention = w.net.add_attention_v2(q, rotated["k"], split["v"], trt.AttentionNormalizationOp.SOFTMAX,
-                                       trt.CausalMaskKind.UPPER_LEFT)
-    attention.name = f"{p}.attention.core"
+        x = split[part]
+        if g.qk_norm:  # over head_size: the same whether heads are before or after the transpose
+            x = w.rms_norm(x, f"{p}.{part}_layernorm.weight", weights, g.norm_epsilon)
+        layer = w.net.add_rotary_embedding(x, rope[0], rope[1], False, 0 if g.rotated == d else g.rotated)
+        rotated[part] = w.named(layer, f"{p}.{part}.rotary")
+    factor = 1.0 / math.sqrt(d) if scale is None else scale
+    scale_name = "attention.query_scale" if scale is None else f"attention.query_scale.{factor!r}"
+    q = w.elementwise(rotated["q"], w.scalar(scale_name, factor, rank=4), "PROD",
+                      f"{p}.q.scale")
+    causal = trt.CausalMaskKind.UPPER_LEFT if mask is None else trt.CausalMaskKind.NONE
+    attention = w.net.add_attention_v2(q, rotated["k"], split["v"], trt.AttentionNormalizationOp.SOFTMAX, causal)
+    attention.name = f"{p}.core"
     attention.decomposable = w.decomposable_attention
-    context = w.shuffle(attention.get_output(0), f"{p}.attention.context", transpose=(0, 2, 1, 3),
+    if mask is not None:
+        attention.mask = mask
+    context = w.shuffle(attention.get_output(0), f"{p}.context", transpose=(0, 2, 1, 3),
                         reshape=(0, 0, g.heads_per_rank * d))
-    out = w.linear(context, f"{p}.attention.dense", weights)
-    if g.tp > 1:
-        out = w.collective(out, g.tp, f"{p}.attention.all_reduce")
-    x = w.elementwise(x, out, "SUM", f"{p}.attention.residual")
-
-    h = w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon)
-    fc = w.linear(h, f"{p}.mlp.fc", weights)  # HF gate_proj: the activation applies to it
-    up = w.linear(h, f"{p}.mlp.gate", weights)  # HF up_proj
-    sigmoid = w.named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.mlp.sigmoid")
-    silu = w.elementwise(fc, sigmoid, "PROD", f"{p}.mlp.silu")
-    out = w.linear(w.elementwise(silu, up, "PROD", f"{p}.mlp.gated"), f"{p}.mlp.proj", weights)
-    if g.tp > 1:
-        out = w.collective(out, g.tp, f"{p}.mlp.all_reduce")
-    return w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
+    out = w.linear(context, f"{p}.dense", weights)
+    return w.collective(out, g.tp, f"{p}.all_reduce") if g.tp > 1 else out
 
 
-def _gather_logits(w: LayerWriter, g: LlamaGeometry, logits: Any, ids: Any) -> Any:
+def gated_mlp(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p: str, h: Any,
+              activation: str = "silu") -> Any:
+    """``proj(act(fc(h)) * gate(h))`` and its all-reduce: TRT-LLM's ``fc`` is HF's gate_proj
+    (the activation applies to it), ``gate`` is HF's up_proj. ``activation``: ``silu`` or
+    ``gelu_tanh`` (GeGLU)."""
+    trt = w.trt
+    fc = w.linear(h, f"{p}.fc", weights)
+    up = w.linear(h, f"{p}.gate", weights)
+    if activation == "silu":
+        sigmoid = w.named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.sigmoid")
+        act = w.elementwise(fc, sigmoid, "PROD", f"{p}.silu")
+    elif activation == "gelu_tanh":
+        act = w.named(w.net.add_activation(fc, trt.ActivationType.GELU_TANH), f"{p}.gelu_tanh")
+    else:
+        raise TrtcasError(f"MLP activation {activation!r} is not supported; use silu or gelu_tanh")
+    out = w.linear(w.elementwise(act, up, "PROD", f"{p}.gated"), f"{p}.proj", weights)
+    return w.collective(out, g.tp, f"{p}.all_reduce") if g.tp > 1 else out
+
+
+def gather_vocab(w: LayerWriter, g: Any, logits: Any, ids: Any) -> Any:
     """All-gather the vocabulary shards. The collective concatenates along dim 0, so the
     vocabulary axis is moved first and back; the padding rows of a vocabulary tp does not
     divide are cut off."""
