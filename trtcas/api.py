@@ -27,8 +27,8 @@ from trtcas.config import DEFAULT_TARGET, TargetConfig, load_config
 from trtcas.errors import TrtcasError
 from trtcas.graph.dag import build_graph, plan_actions, select
 from trtcas.graph.fingerprint import collect_fingerprint
-from trtcas.graph.history import save_build
-from trtcas.graph.outputs import OUTPUT_FORMATS
+from trtcas.graph.history import load_build, save_build
+from trtcas.graph.outputs import PlannedOutput, place_outputs
 from trtcas.graph.records import write_execution_log, write_trace
 from trtcas.graph.result import ActionRecord, BuildResult
 from trtcas.graph.rule import RULES
@@ -104,16 +104,17 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     tier = make_tier(store, remote, remote_upload)
     warnings: list[str] = []
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
-        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier)
+        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier,
+                              previous_outputs=previous_outputs(store, config))
         pool = open_scheduler(scheduler, jobs=jobs, address=scheduler_address, remote=remote, remote_upload=remote_upload)
         records = pool.execute(graph, runner, dry_run, reporter or NullReporter())
         failed = [r for r in records if r.status == "failed"]
         outputs: dict[str, str] = {}
         try:
             if not failed and not dry_run:
-                outputs = materialize_outputs(store, graph, records, config.output_dir)
-        except BlobNotFound as exc:
-            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=True)]
+                outputs = materialize_outputs(store, graph, records, config.output_dir, config, fingerprint.to_dict())
+        except TrtcasError as exc:  # BlobNotFound: a stored blob proved bad, so build again
+            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=isinstance(exc, BlobNotFound))]
         if attempt == 1 and failed and all(r.retryable for r in failed):
             warnings.append(f"{failed[0].error}; building again without it")
             continue
@@ -121,7 +122,6 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     warnings += tier.warnings
     store.counters.flush()
     if not failed and not dry_run:
-        write_build_json(config, records, outputs, fingerprint.to_dict())
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
         store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
     if not dry_run:
@@ -168,25 +168,50 @@ def run(
                            tokens=None if tokens is None else list(tokens), feeds=inputs)
 
 
-def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
-    """Place declared outputs under ``output_dir``, each in its rule's output format; an
-    output already in place (a no-op build) is left alone."""
-    placed = {}
+def previous_outputs(store: ContentStore, config: TargetConfig) -> dict[str, dict[str, Digest]]:
+    """Action id -> its outputs in this target's last build (delta parents for fine-tunes)."""
+    last = load_build(store.root, config.slug) or {}
+    previous: dict[str, dict[str, Digest]] = {}
+    for action_id, record in last.items():
+        try:
+            previous[action_id] = {n: Digest.parse(d) for n, d in (record.get("outputs") or {}).items()}
+        except (TrtcasError, AttributeError, TypeError):
+            continue
+    return previous
+
+
+def planned_outputs(graph: nx.DiGraph, records: list[ActionRecord]) -> list[PlannedOutput]:
+    """The declared outputs of a build's actions, each in its rule's output format."""
+    planned = []
     for record in records:
         action = graph.nodes[record.id]["action"]
         formats = RULES.get(action.rule).output_formats
         for output, relative in action.materialize.items():
-            digest = Digest.parse(record.outputs[output])
-            dest = output_dir / relative
-            fmt = OUTPUT_FORMATS.get(formats.get(output, "file"))
-            if not fmt.up_to_date(store.blobs, store.statcache, digest, dest):
-                fmt.place(store.blobs, digest, dest)
-            placed[str(dest)] = str(digest)
-    return placed
+            planned.append(PlannedOutput(str(relative), Digest.parse(record.outputs[output]), formats.get(output, "file")))
+    return planned
+
+
+def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path,
+                        config: TargetConfig | None = None, fingerprint: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Place declared outputs under ``output_dir`` (and, given ``config``, ``build.json``)
+    as one transaction: all of them or, on any failure, none (``graph.outputs``); an output
+    already in place (a no-op build) is left alone."""
+    planned = planned_outputs(graph, records)
+    files = {}
+    if config is not None:
+        placed = {str(output_dir / p.relative): str(p.digest) for p in planned}
+        files["build.json"] = build_json_bytes(config, records, placed, fingerprint or {})
+    return place_outputs(store.blobs, store.statcache, output_dir, planned, files,
+                         keep_inside=config.base_dir if config is not None else None)
 
 
 def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:
     """What was built, from what, where: enough to reproduce or audit the outputs."""
+    atomic_write_bytes(config.output_dir / "build.json", build_json_bytes(config, records, outputs, fingerprint))
+
+
+def build_json_bytes(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> bytes:
+    """``build.json``: what was built, from what, where."""
     from trtcas import __version__  # noqa: PLC0415 (trtcas imports this module)
 
     wire = {
@@ -197,7 +222,7 @@ def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs:
         "actions": {r.id: {"rule": r.rule, "key": r.key, "status": r.status, "inputs": dict(r.inputs), "outputs": dict(r.outputs)} for r in records},
         "outputs": {str(Path(p).relative_to(config.output_dir)): d for p, d in outputs.items()},
     }
-    atomic_write_bytes(config.output_dir / "build.json", json.dumps(wire, indent=2, sort_keys=True).encode())
+    return json.dumps(wire, indent=2, sort_keys=True).encode()
 
 
 def write_logs(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> Path:

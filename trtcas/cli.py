@@ -75,10 +75,11 @@ def stats(as_json: bool, cache_dir: Path | None) -> None:
     rows = [
         ("cache dir", result.cache_dir),
         ("hash", result.algo),
-        ("blobs", f"{result.blobs} ({result.raw_blobs} raw, {result.zstd_blobs} zstd)"),
+        ("blobs", f"{result.blobs} ({result.raw_blobs} raw, {result.zstd_blobs} zstd, {result.codec_blobs} weight codec)"),
         ("on disk", format_size(result.disk_bytes)),
         ("logical", format_size(result.logical_bytes)),
-        ("zstd saved", format_size(result.compression_saved_bytes)),
+        ("codecs saved", format_size(result.compression_saved_bytes)),
+        ("delta saved", f"{format_size(result.delta_saved_bytes)} ({result.delta_blobs} fine-tuned tensors as deltas)"),
         ("actions", f"{result.actions} ({format_size(result.action_bytes)})"),
         ("pinned targets", str(result.pins)),
         ("quarantined", str(result.quarantined)),

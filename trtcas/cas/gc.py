@@ -37,6 +37,7 @@ from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.leases import live_leases
 from trtcas.cas.manifest import TensorManifest
+from trtcas.cas.needs import closure, needs_map
 from trtcas.cas.settings import parse_size  # noqa: F401  (re-exported: gc sizes are typed here)
 
 STALE_TEMP_SECONDS = 3600
@@ -153,6 +154,8 @@ def plan_gc(store: ContentStore, max_size: int, min_age_s: float | None = None) 
     for info in actions:
         if info.key_hex in pinned_keys:
             pinned_blobs.update(info.blobs)
+    needs = needs_map(store.blobs, blobs.values())  # a delta's parent, a manifest's tensors
+    pinned_blobs |= closure(needs, pinned_blobs)
 
     referrers: dict[Digest, int] = defaultdict(int)
     recency: dict[Digest, float] = {d: b.mtime for d, b in blobs.items()}
@@ -164,7 +167,11 @@ def plan_gc(store: ContentStore, max_size: int, min_age_s: float | None = None) 
     for info in actions:  # a kept entry keeps its blobs, whatever their own age
         if info.key_hex in kept_actions:
             pinned_blobs.update(info.blobs)
+    pinned_blobs |= closure(needs, pinned_blobs)
     recent = sum(1 for a in actions if a.mtime >= since) + sum(1 for d in blobs if recency[d] >= since)
+    for needed in needs.values():  # a blob another blob needs is referred to by it
+        for digest in needed:
+            referrers[digest] += 1
 
     size = sum(b.stored_size for b in blobs.values()) + sum(a.size for a in actions)
     size_before = size
@@ -183,7 +190,13 @@ def plan_gc(store: ContentStore, max_size: int, min_age_s: float | None = None) 
     def free_blob(digest: Digest) -> int:
         evict_blobs.append(digest)
         mtimes[str(digest)] = blobs[digest].mtime
-        return blobs[digest].stored_size
+        freed = blobs[digest].stored_size
+        for needed in needs.get(digest, ()):  # what only this blob needed goes with it
+            referrers[needed] -= 1
+            if (referrers[needed] == 0 and needed in blobs and needed not in pinned_blobs
+                    and needed not in evict_blobs and recency[needed] < since):
+                freed += free_blob(needed)
+        return freed
 
     for _, kind, item in candidates:
         if size <= max_size:

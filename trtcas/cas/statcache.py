@@ -144,6 +144,18 @@ class StatCache:
         except (OSError, sqlite3.Error):
             pass
 
+    def remember_written(self, path: str | os.PathLike, digest: Digest, kind: str | None = None) -> None:
+        """Record the digest of a file trtcas itself just wrote from bytes it had hashed
+        (a blob, an output), even though it is younger than the clock's granularity.
+
+        The clock rule guards against a writer still writing in the same tick; here the
+        writer was us, done and renamed into place (read-only), so re-reading the file to
+        learn what we know would only cost a no-op build its O(1)."""
+        try:
+            self._record(os.stat(path), kind or digest.algo, digest)
+        except OSError:
+            pass
+
 
 class NullStatCache:
     """A stat cache that remembers nothing: every lookup hashes (dvc's ``StateNoop``)."""
@@ -155,4 +167,7 @@ class NullStatCache:
         return compute(Path(path), algo)
 
     def forget(self, path) -> None:
+        return None
+
+    def remember_written(self, path, digest, kind=None) -> None:
         return None

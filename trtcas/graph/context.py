@@ -31,7 +31,7 @@ class StoreRunContext:
     """The RunContext (see graph.rule.RunContext) of a rule running against a local store."""
 
     def __init__(self, action: Action, store: ContentStore, sources: Mapping[str, Path],
-                 digests: Mapping[str, Digest], scratch: Path):
+                 digests: Mapping[str, Digest], scratch: Path, previous: Mapping[str, Digest] | None = None):
         self.action_id = action.id
         self.params = action.params
         self.scratch = scratch
@@ -39,6 +39,7 @@ class StoreRunContext:
         self._store = store
         self._sources = sources
         self._digests = digests
+        self._previous = previous or {}
         self.lines: list[str] = []
 
     def input_digest(self, name: str) -> Digest:
@@ -60,6 +61,10 @@ class StoreRunContext:
     def get_bytes(self, digest: Digest) -> bytes:
         return self._store.blobs.get_bytes(digest)
 
+    def get_view(self, digest: Digest) -> memoryview:
+        """A blob's content, verified, read-only, without a copy (mapped or decoded)."""
+        return self._store.blobs.content_view(digest)
+
     def open_blob(self, digest: Digest) -> BinaryIO:
         return self._store.blobs.open(digest)
 
@@ -69,25 +74,32 @@ class StoreRunContext:
     def put_file(self, path: Path) -> Digest:
         return self._store.blobs.put_file(path)
 
+    def put_tensor(self, data: Any, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+        return self._store.blobs.put_tensor(data, dtype, parent)
+
+    def previous_output(self, name: str) -> Digest | None:
+        return self._previous.get(name)
+
     def log(self, message: str) -> None:
         self.lines.append(message)
 
 
 def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest], sources: Mapping[str, Path],
-                   store: ContentStore, registry: RuleRegistry) -> ActionResult:
+                   store: ContentStore, registry: RuleRegistry, previous: Mapping[str, Digest] | None = None) -> ActionResult:
     """Run ``action``'s rule against ``store``; store its outputs and log; return the result
     (not yet recorded in the action cache: the caller does that under the key lock)."""
     rule = registry.get(action.rule)
     store.layout.tmp_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.layout.tmp_root))
-    context = StoreRunContext(action, store, sources, digests, scratch)
+    context = StoreRunContext(action, store, sources, digests, scratch, previous)
     start = time.perf_counter()
     try:
-        try:
-            produced = rule.run(context)
-        except TrtcasError as exc:
-            raise ActionFailed(str(exc)) from exc
-        outputs = {name: _store_output(store, value) for name, value in produced.items()}
+        with store.blobs.batch():  # one flush for all the action's blobs, before its entry is recorded
+            try:
+                produced = rule.run(context)
+            except TrtcasError as exc:
+                raise ActionFailed(str(exc)) from exc
+            outputs = {name: _store_output(store, value) for name, value in produced.items()}
         _check_sources_unchanged(store, sources, digests)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -105,7 +117,7 @@ def _store_output(store: ContentStore, value: Any) -> Digest:
             raise ActionFailed(f"rule returned {value} but never stored it")
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return store.blobs.put_bytes(bytes(value))
+        return store.blobs.put_bytes(value)  # no copy: an engine plan can be as large as the model
     if isinstance(value, Path):
         return store.blobs.put_file(value)
     raise ActionFailed(f"rule returned an output of type {type(value).__name__}; expected bytes, Path or Digest")

@@ -70,6 +70,9 @@ class Invocation:
     key: ActionKey
     inputs: Mapping[str, Digest]
     sources: Mapping[str, str] = field(default_factory=dict)
+    # This action's outputs in the target's last build: hints for storing the new ones
+    # (a fine-tuned tensor as a delta against its previous version); never keyed.
+    previous_outputs: Mapping[str, Digest] = field(default_factory=dict)
 
 
 # Runs a rule somewhere and returns its result, its outputs already in the store the
@@ -115,8 +118,10 @@ class ActionRunner:
         fingerprint: Fingerprint | None = None,
         tier: ActionCacheTier | None = None,
         registry: RuleRegistry = RULES,
+        previous_outputs: Mapping[str, Mapping[str, Digest]] | None = None,
     ):
         self.store = store
+        self.previous_outputs = previous_outputs or {}
         self.base_dir = Path(base_dir)
         self.fingerprint = fingerprint or collect_fingerprint()
         self.tier = tier or TieredStore(store)
@@ -131,7 +136,8 @@ class ActionRunner:
 
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
-                              {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry)
+                              {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry,
+                              invocation.previous_outputs)
 
     # ---- one action, timed and recorded -------------------------------------------------
     def run(self, action: Action, dry_run: bool = False, invoke: Invoke | None = None) -> ActionRecord:
@@ -211,7 +217,8 @@ class ActionRunner:
         if first is not None:
             result = first.result()
             return Outcome("shared", key, digests, result, reason="same key as another action in this build")
-        invocation = Invocation(action, key, digests, {n: str(p) for n, p in sources.items()})
+        invocation = Invocation(action, key, digests, {n: str(p) for n, p in sources.items()},
+                                self.previous_outputs.get(action.id, {}))
         try:
             status, result = self._obtain(invocation, dry_run, invoke)
         except BaseException as exc:

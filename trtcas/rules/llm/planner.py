@@ -31,7 +31,6 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
-from trtcas.rules.formats.tensors import store_tensors
 from trtcas.rules.trt.engine_actions import engine_actions, engine_settings, engine_variants
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
@@ -39,6 +38,7 @@ MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "ma
 
 # ---- rules ----------------------------------------------------------------------------------
 def run_convert(ctx) -> dict[str, Any]:
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.convert import iter_rank_tensors, trtllm_config
     from trtcas.rules.llm.hf import read_hf_config
     from trtcas.rules.llm.spec import ConvertSpec
@@ -47,7 +47,7 @@ def run_convert(ctx) -> dict[str, Any]:
     spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
                        quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
     hf_dir = ctx.input_path("hf")
-    manifest = store_tensors(ctx, iter_rank_tensors(hf_dir, spec, params["rank"]))
+    manifest = store_tensors(ctx, iter_rank_tensors(hf_dir, spec, params["rank"]), previous_manifest(ctx, "weights"))
     ctx.log(f"rank {params['rank']}: {len(manifest.entries)} tensors, {manifest.total_bytes} bytes")
     config = trtllm_config(read_hf_config(hf_dir), spec)
     return {"weights": manifest.to_bytes(), "config": json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"}
@@ -55,10 +55,11 @@ def run_convert(ctx) -> dict[str, Any]:
 
 def run_import_checkpoint(ctx) -> dict[str, Any]:
     """A TensorRT-LLM checkpoint rank already on disk -> the same outputs as convert."""
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
-    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items())
+    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items(), previous_manifest(ctx, "weights"))
     return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
 
 
@@ -129,16 +130,27 @@ def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], sett
                           "re-convert it with pp = 1")
 
 
+def _write_checkpoint(config: Mapping[str, Any]) -> bool:
+    """``[output] checkpoint``: whether the converted checkpoint is placed in the output dir
+    (``checkpoint/``) or only kept in the cache (then only engines and build.json are)."""
+    output = config.get("output", {})
+    value = output.get("checkpoint", True) if isinstance(output, dict) else True
+    if not isinstance(value, bool):
+        raise TrtcasError(f"[output] checkpoint = {value!r}: must be true or false")
+    return value
+
+
 def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
     if settings["kind"] == "hf":
         params = {k: settings[k] for k in ("tp", "pp", "dtype", "quantization", "vocab_parallel")} | {"rank": rank}
+        placed = {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"}
         return Action(f"convert[rank{rank}]", "llm.convert", params, {"hf": InputRef(path=settings["source"])},
-                      {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"})
+                      placed if settings["checkpoint"] else {})
     return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank}, {"checkpoint": InputRef(path=settings["source"])})
 
 
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
-    model = _model_settings(config, base)
+    model = _model_settings(config, base) | {"checkpoint": _write_checkpoint(config)}
     settings = engine_settings(config)
     variants = engine_variants(config)
     shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}

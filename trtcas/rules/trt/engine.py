@@ -92,7 +92,7 @@ class EnginePlan:
     """A built plan with what it took: the log TensorRT wrote, wall seconds, and the
     effective builder config (the same dict :func:`effective_builder_config` returns)."""
 
-    plan: bytes
+    plan: bytes | memoryview
     log: tuple[str, ...]
     seconds: float
     effective_config: dict[str, Any]
@@ -190,7 +190,8 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
     seconds = time.perf_counter() - start
     if serialized is None:
         raise TrtcasError(_build_failure(backend, parsed, spec, refittable, parsed.logger.errors(mark)))
-    return EnginePlan(plan=bytes(memoryview(serialized)), log=tuple(parsed.logger.lines[mark:]),
+    # a view of TensorRT's host memory, not a copy: a plan is as large as the weights it embeds
+    return EnginePlan(plan=memoryview(serialized), log=tuple(parsed.logger.lines[mark:]),
                       seconds=seconds, effective_config=effective)
 
 
