@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.trtcas-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[rtx,test,verify]'
+	$(PY) -m pip install --quiet -e '.[rtx,test,verify,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

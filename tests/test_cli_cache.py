@@ -27,7 +27,7 @@ def test_put_get_stats_verify_gc(tmp_path):
     stats = json.loads(trtcas("cache", "stats", "--json", cache=cache).stdout)
     assert stats["blobs"] == 1 and stats["logical_bytes"] == 50_000
     assert "checked 1 blobs: ok" in trtcas("cache", "verify", cache=cache).stdout
-    gc = json.loads(trtcas("cache", "gc", "--max-size", "1K", "--json", cache=cache).stdout)
+    gc = json.loads(trtcas("cache", "gc", "--max-size", "1K", "--min-age", "0", "--json", cache=cache).stdout)
     assert gc["evicted_blobs"] == 1
     assert json.loads(trtcas("cache", "stats", "--json", cache=cache).stdout)["blobs"] == 0
 

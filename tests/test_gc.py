@@ -40,7 +40,7 @@ def test_gc_keeps_pinned_and_recent_evicts_oldest(store):
     store.pins.pin("model.toml", [old_pinned[0].hex], [old_pinned[1]])
     # a hit refreshes recency: "older" becomes the most recent
     assert store.actions.get(older[0]) is not None
-    plan = plan_gc(store, int(2.5 * MB))
+    plan = plan_gc(store, int(2.5 * MB), min_age_s=0)  # LRU order alone: no minimum age
     assert plan.evict_actions == (oldest[0].hex, recent[0].hex)[:len(plan.evict_actions)]
     assert oldest[0].hex in plan.evict_actions and old_pinned[0].hex not in plan.evict_actions
     execute_gc(store, plan)
@@ -63,7 +63,7 @@ def test_shared_blob_survives_until_last_referrer_goes(store):
         key = hash_bytes(b"k%d" % i)
         store.actions.put(key, ActionResult(outputs={"out": shared}))
         os.utime(store.actions._path(key), (when, when))
-    plan = plan_gc(store, MB + 250)  # evicting one ~180-byte entry is enough
+    plan = plan_gc(store, MB + 250, min_age_s=0)  # evicting one ~180-byte entry is enough
     assert len(plan.evict_actions) == 1 and plan.evict_blobs == ()
 
 

@@ -8,11 +8,29 @@ The Python API benchmark harnesses use::
     trtcas.run("trtcas.toml", tokens=[1, 2, 3]).logits   # the networks evaluated in numpy
 """
 
-from trtcas.api import build, run
-from trtcas.cas.content_store import ContentStore
-from trtcas.config import load_config
 from trtcas.errors import TrtcasError
-from trtcas.graph.result import ActionRecord, BuildResult
 
 __all__ = ["build", "run", "load_config", "BuildResult", "ActionRecord", "ContentStore", "TrtcasError"]
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562): ``import trtcas.cas...`` or the CLI's no-op path must not
+# pay for the build engine's imports (networkx, the rules) before it needs them.
+_LAZY = {
+    "build": ("trtcas.api", "build"),
+    "run": ("trtcas.api", "run"),
+    "ContentStore": ("trtcas.cas.content_store", "ContentStore"),
+    "load_config": ("trtcas.config", "load_config"),
+    "ActionRecord": ("trtcas.graph.result", "ActionRecord"),
+    "BuildResult": ("trtcas.graph.result", "BuildResult"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'trtcas' has no attribute {name!r}")

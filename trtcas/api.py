@@ -8,6 +8,7 @@ the output directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -20,6 +21,8 @@ from trtcas.cas.atomic import atomic_write_bytes
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
+from trtcas.cas.gc import run_auto_gc
+from trtcas.cas.leases import hold_lease
 from trtcas.cas.tiered import TieredStore
 from trtcas.config import DEFAULT_TARGET, Overrides, TargetConfig, load_config
 from trtcas.errors import TrtcasError
@@ -27,13 +30,13 @@ from trtcas.graph.context import NullObserver
 from trtcas.graph.dag import build_graph, plan_actions, select
 from trtcas.graph.interrupt import reset_cancel
 from trtcas.graph.fingerprint import collect_fingerprint
-from trtcas.graph.history import save_build
-from trtcas.graph.outputs import OUTPUT_FORMATS
+from trtcas.graph.history import load_build, save_build
+from trtcas.graph.outputs import PlannedOutput, place_outputs
 from trtcas.graph.records import write_execution_log, write_trace
 from trtcas.graph.result import ActionRecord, BuildResult
 from trtcas.graph.rule import RULES
 from trtcas.graph.runner import ActionRunner
-from trtcas.graph.schedulers import NullReporter, Reporter, open_scheduler
+from trtcas.graph.schedulers import NullReporter, Reporter, execution_settings, open_scheduler
 
 KEEP_LOGS = 20
 
@@ -82,7 +85,8 @@ def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> T
         return TieredStore(store)
     from trtcas.cas.remote import open_remote
 
-    return TieredStore(store, open_remote(remote, store.algo), upload=remote_upload)
+    deadline = store.settings.remote_deadline_s
+    return TieredStore(store, open_remote(remote, store.algo, deadline_s=deadline), upload=remote_upload)
 
 
 def build(
@@ -91,7 +95,8 @@ def build(
     *,
     cache_dir: str | Path | None = None,
     jobs: int = 2,
-    scheduler: str = "threads",
+    scheduler: str | None = None,
+    scheduler_address: str | None = None,
     dry_run: bool = False,
     profile: str | Path | None = None,
     overrides: Overrides = (),
@@ -105,34 +110,57 @@ def build(
     ``overrides`` change target-file values: ``{"engine.optimization_level": 5}`` or
     ``["engine.optimization_level=5"]`` (as ``--set``). ``reporter`` hears about actions
     starting and finishing, and, if it has ``log``/``progress`` methods, about what they log
-    and how far they are (see graph.context.ActionObserver).
-    """
-    start = time.perf_counter()
+    and how far they are (see graph.context.ActionObserver); with ``planned``, how many
+    actions the build has.
+
+    The build holds a lease on the cache while it runs (gc keeps what it uses), and after a
+    successful build the cache is trimmed to its ``max-size`` when that is set."""
     reset_cancel()
     config = load_config(target, overrides)
-    planned = plan_actions(config.data, config.base_dir)
-    graph = select(build_graph(planned.actions), actions)
-    if hasattr(reporter, "planned"):
-        reporter.planned(graph.number_of_nodes())
+    scheduler, scheduler_address = execution_settings(config.data.get("execution"), scheduler, scheduler_address)
     if not dry_run:
         check_writable(config.output_dir, "output dir", "set [output] dir to a directory you can write")
     if profile:
         check_writable(Path(profile), "--profile file", "name a file in a directory you can write")
     store = ContentStore(cache_dir)
+    with hold_lease(store):
+        result = _build_leased(config, store, actions, jobs=jobs, scheduler=scheduler,
+                               scheduler_address=scheduler_address, dry_run=dry_run,
+                               profile=profile, remote=remote, remote_upload=remote_upload,
+                               fingerprint_overrides=fingerprint_overrides, reporter=reporter)
+    if result.ok and not dry_run:
+        trimmed = run_auto_gc(store)
+        if trimmed is not None and trimmed.size_after > trimmed.max_size:
+            result = dataclasses.replace(result, warnings=result.warnings + (
+                f"the cache is over its max-size ({trimmed.size_after} > {trimmed.max_size} bytes) with only "
+                "pinned, recent or in-use entries left; raise it (`trtcas cache config max-size`) or unpin targets",))
+    return result
+
+
+def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[str], *, jobs, scheduler,
+                  scheduler_address, dry_run,
+                  profile, remote, remote_upload, fingerprint_overrides, reporter) -> BuildResult:
+    start = time.perf_counter()
+    planned = plan_actions(config.data, config.base_dir)
+    graph = select(build_graph(planned.actions), actions)
+    if hasattr(reporter, "planned"):
+        reporter.planned(graph.number_of_nodes())
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
     tier = make_tier(store, remote, remote_upload)
     warnings: list[str] = []
     observer = reporter if hasattr(reporter, "log") and hasattr(reporter, "progress") else NullObserver()
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
-        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier, observer=observer)
-        records = open_scheduler(scheduler, jobs=jobs).execute(graph, runner, dry_run, reporter or NullReporter())
+        runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier,
+                              previous_outputs=previous_outputs(store, config), observer=observer)
+        pool = open_scheduler(scheduler, jobs=jobs, address=scheduler_address, remote=remote, remote_upload=remote_upload)
+        records = pool.execute(graph, runner, dry_run, reporter or NullReporter())
         failed = [r for r in records if r.status in ("failed", "cancelled")]
         outputs: dict[str, str] = {}
         try:
             if not failed and not dry_run:
-                outputs = materialize_outputs(store, graph, records, config.output_dir)
-        except BlobNotFound as exc:
-            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=True)]
+                outputs = materialize_outputs(store, graph, records, config.output_dir, config, fingerprint.to_dict())
+        except TrtcasError as exc:  # BlobNotFound: a stored blob proved bad, so build again
+            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=isinstance(exc, BlobNotFound))]
         if attempt == 1 and failed and all(r.retryable for r in failed):
             warnings.append(f"{failed[0].error}; building again without it")
             continue
@@ -140,9 +168,8 @@ def build(
     warnings += tier.warnings
     store.counters.flush()
     if not failed and not dry_run:
-        write_build_json(config, records, outputs, fingerprint.to_dict())
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
-        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used)
+        store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
     if not dry_run:
         save_build(store.root, config.slug, records)
         write_logs(store, config, records)
@@ -188,25 +215,50 @@ def run(
                            tokens=None if tokens is None else list(tokens), feeds=inputs)
 
 
-def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path) -> dict[str, str]:
-    """Place declared outputs under ``output_dir``, each in its rule's output format; an
-    output already in place (a no-op build) is left alone."""
-    placed = {}
+def previous_outputs(store: ContentStore, config: TargetConfig) -> dict[str, dict[str, Digest]]:
+    """Action id -> its outputs in this target's last build (delta parents for fine-tunes)."""
+    last = load_build(store.root, config.slug) or {}
+    previous: dict[str, dict[str, Digest]] = {}
+    for action_id, record in last.items():
+        try:
+            previous[action_id] = {n: Digest.parse(d) for n, d in (record.get("outputs") or {}).items()}
+        except (TrtcasError, AttributeError, TypeError):
+            continue
+    return previous
+
+
+def planned_outputs(graph: nx.DiGraph, records: list[ActionRecord]) -> list[PlannedOutput]:
+    """The declared outputs of a build's actions, each in its rule's output format."""
+    planned = []
     for record in records:
         action = graph.nodes[record.id]["action"]
         formats = RULES.get(action.rule).output_formats
         for output, relative in action.materialize.items():
-            digest = Digest.parse(record.outputs[output])
-            dest = output_dir / relative
-            fmt = OUTPUT_FORMATS.get(formats.get(output, "file"))
-            if not fmt.up_to_date(store.blobs, store.statcache, digest, dest):
-                fmt.place(store.blobs, digest, dest)
-            placed[str(dest)] = str(digest)
-    return placed
+            planned.append(PlannedOutput(str(relative), Digest.parse(record.outputs[output]), formats.get(output, "file")))
+    return planned
+
+
+def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path,
+                        config: TargetConfig | None = None, fingerprint: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Place declared outputs under ``output_dir`` (and, given ``config``, ``build.json``)
+    as one transaction: all of them or, on any failure, none (``graph.outputs``); an output
+    already in place (a no-op build) is left alone."""
+    planned = planned_outputs(graph, records)
+    files = {}
+    if config is not None:
+        placed = {str(output_dir / p.relative): str(p.digest) for p in planned}
+        files["build.json"] = build_json_bytes(config, records, placed, fingerprint or {})
+    return place_outputs(store.blobs, store.statcache, output_dir, planned, files,
+                         keep_inside=config.base_dir if config is not None else None)
 
 
 def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:
     """What was built, from what, where: enough to reproduce or audit the outputs."""
+    atomic_write_bytes(config.output_dir / "build.json", build_json_bytes(config, records, outputs, fingerprint))
+
+
+def build_json_bytes(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> bytes:
+    """``build.json``: what was built, from what, where."""
     from trtcas import __version__  # noqa: PLC0415 (trtcas imports this module)
 
     wire = {
@@ -217,7 +269,7 @@ def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs:
         "actions": {r.id: {"rule": r.rule, "key": r.key, "status": r.status, "inputs": dict(r.inputs), "outputs": dict(r.outputs)} for r in records},
         "outputs": {str(Path(p).relative_to(config.output_dir)): d for p, d in outputs.items()},
     }
-    atomic_write_bytes(config.output_dir / "build.json", json.dumps(wire, indent=2, sort_keys=True).encode())
+    return json.dumps(wire, indent=2, sort_keys=True).encode()
 
 
 def write_logs(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> Path:

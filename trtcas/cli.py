@@ -7,6 +7,7 @@ its own arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ def format_size(n: int | float) -> str:
 def cache_dir_option(func):
     return click.option(
         "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # not file_okay=False: a file here gets our one-line error
         envvar="TRTCAS_CACHE_DIR",
         default=None,
         help="Cache directory (default: $TRTCAS_CACHE_DIR, else ~/.cache/trtcas).",
@@ -74,10 +75,11 @@ def stats(as_json: bool, cache_dir: Path | None) -> None:
     rows = [
         ("cache dir", result.cache_dir),
         ("hash", result.algo),
-        ("blobs", f"{result.blobs} ({result.raw_blobs} raw, {result.zstd_blobs} zstd)"),
+        ("blobs", f"{result.blobs} ({result.raw_blobs} raw, {result.zstd_blobs} zstd, {result.codec_blobs} weight codec)"),
         ("on disk", format_size(result.disk_bytes)),
         ("logical", format_size(result.logical_bytes)),
-        ("zstd saved", format_size(result.compression_saved_bytes)),
+        ("codecs saved", format_size(result.compression_saved_bytes)),
+        ("delta saved", f"{format_size(result.delta_saved_bytes)} ({result.delta_blobs} fine-tuned tensors as deltas)"),
         ("actions", f"{result.actions} ({format_size(result.action_bytes)})"),
         ("pinned targets", str(result.pins)),
         ("quarantined", str(result.quarantined)),
@@ -90,14 +92,18 @@ def stats(as_json: bool, cache_dir: Path | None) -> None:
 @cache.command()
 @click.option("--max-size", required=True, help="Evict least-recently-used entries down to this size, e.g. 50G.")
 @click.option("--dry-run", is_flag=True, help="Show what would be evicted; remove nothing.")
+@click.option("--min-age", default=None, metavar="DURATION",
+              help="Keep anything used more recently than this, e.g. 0 or 15m (default: the cache's gc-min-age).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @cache_dir_option
-def gc(max_size: str, dry_run: bool, as_json: bool, cache_dir: Path | None) -> None:
-    """Evict LRU action entries and blobs down to a size cap; pinned builds are kept."""
+def gc(max_size: str, dry_run: bool, min_age: str | None, as_json: bool, cache_dir: Path | None) -> None:
+    """Evict LRU action entries and blobs down to a size cap; pinned builds, recent entries
+    and whatever running builds use are kept."""
     from trtcas.cas.gc import execute_gc, parse_size, plan_gc
+    from trtcas.cas.settings import parse_duration
 
     store = open_store(cache_dir)
-    plan = plan_gc(store, parse_size(max_size))
+    plan = plan_gc(store, parse_size(max_size), None if min_age is None else parse_duration(min_age))
     freed = 0 if dry_run else execute_gc(store, plan)
     if as_json:
         echo_json({
@@ -163,6 +169,74 @@ def get(digest: str, output: Path, cache_dir: Path | None) -> None:
 
     method = open_store(cache_dir).blobs.materialize(Digest.parse(digest), output)
     click.echo(f"{output} ({method})", err=True)
+
+
+@cache.command("config")
+@click.argument("name", required=False)
+@click.argument("value", required=False)
+@cache_dir_option
+def cache_config(name: str | None, value: str | None, cache_dir: Path | None) -> None:
+    """Show or set the settings persisted in the cache: `cache config max-size 50G`,
+    `cache config pin-max-age 30d`, `cache config max-size none`; no NAME lists them all."""
+    from trtcas.cas.settings import SETTING_NAMES, setting_value, with_setting
+
+    store = open_store(cache_dir)
+    settings = store.settings
+    if name is not None and value is not None:
+        settings = with_setting(settings, name, value)
+        store.save_settings(settings)
+    for shown in (name,) if name is not None else SETTING_NAMES:
+        current = setting_value(settings, shown)
+        click.echo(f"{shown} = {'none' if current is None else _setting_text(shown, current)}")
+
+
+def _setting_text(name: str, value) -> str:
+    return format_size(value) if "size" in name else f"{value:g}s"
+
+
+@cache.command("pins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cache_dir_option
+def cache_pins(as_json: bool, cache_dir: Path | None) -> None:
+    """List pinned targets (the last build of each): age and the size of what they keep."""
+    import time
+
+    store = open_store(cache_dir)
+    rows = []
+    for pin in sorted(store.pins.all(), key=lambda p: p.pinned_at):
+        size = sum(d.size for d in pin.blobs)
+        rows.append({"target": pin.name, "id": pin.target, "age_s": round(time.time() - pin.pinned_at, 1),
+                     "bytes": size, "actions": len(pin.action_keys)})
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['target']}  ({row['id']})  {_age_text(row['age_s'])} old  {format_size(row['bytes'])}  "
+                   f"{row['actions']} actions")
+    if not rows:
+        click.echo("no pinned targets", err=True)
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cache.command("unpin")
+@click.argument("target")
+@cache_dir_option
+def cache_unpin(target: str, cache_dir: Path | None) -> None:
+    """Drop the pin of TARGET (a name or an id, as `cache pins` lists them), so gc may evict
+    its last build; a name built from several target files unpins all of them."""
+    store = open_store(cache_dir)
+    pins = store.pins.matching(target)
+    if not pins:
+        raise TrtcasError(f"no pin for target {target!r}; `trtcas cache pins` lists the pinned targets")
+    for pin in pins:
+        store.pins.unpin(pin.target)
+        click.echo(f"unpinned {pin.name} ({pin.target})", err=True)
 
 
 # ---- build / status / graph / explain / log / env -----------------------------------------
@@ -234,13 +308,16 @@ def print_failures(target: Path, result) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would run; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (a list for several targets; no progress).")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace (open in Perfetto).")
+@click.option("--scheduler", default=None, help="Where actions run: threads (this host) or ray (a build farm); default: [execution] scheduler, else threads.")
+@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster for --scheduler ray (default: [execution] address, $RAY_ADDRESS, a local cluster).")
 @click.option("-k", "--keep-going", is_flag=True, help="With several targets, build the others after one fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream every action's log (TensorRT's builder log) while it runs.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @set_option
 @remote_options
 @cache_dir_option
-def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, overrides, remote, remote_upload, cache_dir):
+def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, scheduler, ray_address, overrides, remote,
+          remote_upload, cache_dir):
     """Build TARGETs (trtcas.toml files, or directories of them; default ./trtcas.toml); with
     ACTION ids or rule names, only those and what they depend on. Ctrl-C cancels (exit 130)."""
     from trtcas.api import build as run_build
@@ -252,7 +329,10 @@ def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, ov
     if profile and len(targets) > 1:
         raise TrtcasError("--profile takes one target; build the targets one at a time to profile them")
     results, said, failed = [], set(), False
-    with ActionProgress(enabled=not as_json, quiet=quiet, verbose=verbose) as progress, \
+    # With --json, stdout carries the JSON alone: chatter of libraries (a build farm's
+    # "node died" notices) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if as_json else sys.stdout), \
+            ActionProgress(enabled=not as_json, quiet=quiet, verbose=verbose) as progress, \
             cancel_on_sigint(lambda text: click.echo(f"trtcas: {text}", err=True)):
         for target in targets:
             progress.begin(target.absolute().parent.name if target.name == "trtcas.toml" else str(target))
@@ -260,6 +340,7 @@ def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, ov
                 result = run_build(
                     target, action_names, cache_dir=cache_dir, jobs=jobs, dry_run=dry_run, profile=profile,
                     overrides=overrides, remote=remote, remote_upload=remote_upload, reporter=progress,
+                    scheduler=scheduler, scheduler_address=ray_address,
                 )
             except TrtcasError as exc:
                 if len(targets) == 1 or not keep_going:
@@ -459,6 +540,27 @@ def env(as_json):
         click.echo(f"{name:>22}  {value}")
 
 
+# ---- trtcas worker ... ------------------------------------------------------------------
+@cli.group()
+def worker() -> None:
+    """Serve as a build-farm worker (Ray)."""
+
+
+@worker.command("start")
+@click.option("--address", required=True, metavar="ADDR", help="The Ray head to join, e.g. 10.0.0.1:6379.")
+@click.option("--sm", "sms", multiple=True, metavar="SM", help="Offer only these SMs, e.g. --sm sm86 (repeatable).")
+@click.option("--num-cpus", type=click.IntRange(1, 4096), default=None, help="Actions this host runs at once (default: its cores).")
+@click.option("--block", is_flag=True, help="Stay in the foreground (ray start --block).")
+@click.option("--dry-run", is_flag=True, help="Print the ray start command and resources; run nothing.")
+@cache_dir_option
+def worker_start(address, sms, num_cpus, block, dry_run, cache_dir):
+    """Join the Ray cluster at ADDR offering what this host can build (its TensorRT
+    flavours and versions, its GPU's SM and the AOT targets)."""
+    from trtcas.worker import start_worker
+
+    sys.exit(start_worker(address, sms, str(cache_dir) if cache_dir else None, num_cpus, block, dry_run))
+
+
 def setup_logging() -> None:
     """Library warnings (a quarantined blob, a remote fault) as one ``trtcas: warning:`` line."""
     import logging
@@ -487,9 +589,10 @@ def report_error(exc: BaseException) -> int:
     if isinstance(exc, TrtcasError):
         click.echo(f"trtcas: error: {exc}", err=True)
         return 1
-    if isinstance(exc, OSError):
-        where = "".join(f": {name}" for name in (exc.filename, exc.filename2) if name)
-        click.echo(f"trtcas: error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
+    if isinstance(exc, OSError):  # a read-only or full disk, a path that is a file
+        from trtcas.oserrors import describe_os_error
+
+        click.echo(f"trtcas: error: {describe_os_error(exc)}", err=True)
         return 1
     raise exc
 

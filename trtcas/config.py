@@ -30,6 +30,7 @@ DEFAULT_TARGET = "trtcas.toml"
 COMMON_SCHEMA: Mapping[str, frozenset[str]] = {
     "target": frozenset({"name"}),
     "output": frozenset({"dir"}),
+    "execution": frozenset({"scheduler", "address"}),  # graph.schedulers.EXECUTION_KEYS: where actions run
 }
 
 # "KEY=VALUE" strings (as from --set), or a mapping of dotted key -> value.

@@ -11,6 +11,7 @@ bodies in bounded chunks, and applies the current fault, switchable at runtime:
     error500  answer 500 without asking upstream
     corrupt   flip bits in a non-empty 200 GET body, keeping its length
     truncate  send half of a 200 GET body, then close
+    drip      send a 200 GET body one byte per ``drip_s`` (each read is quick; the transfer is not)
 
 ``path_contains`` limits the fault to matching request paths (e.g. ``"/cas/"``); other
 requests pass. Threads are bounded (``max_connections``), every socket has a timeout, and
@@ -24,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-MODES = ("pass", "drop", "delay", "error500", "corrupt", "truncate")
+MODES = ("pass", "drop", "delay", "error500", "corrupt", "truncate", "drip")
 _CHUNK = 1 << 20
 _MAX_HEAD = 64 << 10
 
@@ -104,9 +105,11 @@ class FaultProxy:
         delay_s: float = 2.0,
         max_connections: int = 32,
         socket_timeout_s: float = 30.0,
+        drip_s: float = 0.5,
     ):
         self.upstream = (upstream_host, upstream_port)
         self.delay_s = delay_s
+        self.drip_s = drip_s
         self.socket_timeout_s = socket_timeout_s
         self.mode = "pass"
         self.path_contains: str | None = None
@@ -240,8 +243,15 @@ class FaultProxy:
         length = _content_length(head) if has_body else 0
         client.sendall(head)
         sent = 0
-        tamper = method == "GET" and status == 200 and fault in ("corrupt", "truncate")
+        tamper = method == "GET" and status == 200 and fault in ("corrupt", "truncate", "drip")
         for chunk in upstream.body_chunks(length):
+            if tamper and fault == "drip":
+                for i in range(len(chunk)):
+                    if self._stop.wait(self.drip_s):
+                        return False
+                    client.sendall(chunk[i : i + 1])
+                sent += len(chunk)
+                continue
             if tamper and fault == "corrupt":
                 chunk = bytes(b ^ 0x5A for b in chunk[:64]) + chunk[64:]
             if tamper and fault == "truncate" and length is not None and sent + len(chunk) > length // 2:

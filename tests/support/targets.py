@@ -12,6 +12,22 @@ targets = ["sm86"]
 optimization_level = 3
 """
 
+# A tp=2 tiny Llama (examples/make_tiny_llama.py in ./hf) with an engine matrix of two SMs:
+# per rank, engine[rankN,sm86] and engine[rankN,sm120].
+LLM_MATRIX_TARGET = """
+[target]
+name = "llm"
+[model]
+hf = "hf"
+dtype = "float32"
+max_batch_size = 1
+max_seq_len = 8
+[parallel]
+tp = 2
+[engine]
+backend = "tensorrt_rtx"
+matrix = [{ targets = ["sm86"] }, { targets = ["sm120"] }]
+"""
 
 def conv_project(root, backend: str = "auto", name: str = "conv"):
     """A conv target dir (trtcas.toml + model.onnx) at ``root``; returns ``root``."""

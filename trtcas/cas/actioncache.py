@@ -4,28 +4,56 @@ An entry (like REAPI's ``ActionResult``) names output digests, not bytes; the by
 in the blob store. An entry whose blobs are gone (evicted, quarantined) is a miss, never a
 hit that fails later. Entries are msgpack, written atomically, and a hit refreshes the
 entry's mtime, which is what LRU garbage collection orders by.
+
+An entry is also checked against what its action declares (``entry_problem``): output names
+must be plain file-name-like words (an entry from a remote is untrusted input, and output
+names end up in messages and paths), and when the rule declares its outputs the entry must
+name exactly those. An entry that fails is a miss, never a hit that fails the next action.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Collection, Iterator, Mapping
 
 import msgpack
 
 from trtcas.cas.atomic import atomic_write_bytes
-from trtcas.cas.blobstore import BlobStore
+from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.counters import Counters
 from trtcas.cas.digest import Digest
 
 log = logging.getLogger(__name__)
 
 WIRE_VERSION = 1
+# An output name is a word of a file name: no separators, not hidden, not "." or "..".
+_SAFE_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+
+
+class OutputsNotStored(BlobNotFound, ValueError):
+    """An entry to record names blobs that are gone (evicted or quarantined meanwhile):
+    retryable, like any lost blob (graph.runner)."""
+
+
+def entry_problem(result: "ActionResult", expected_outputs: Collection[str] = ()) -> str | None:
+    """Why ``result`` cannot be the entry of an action declaring ``expected_outputs`` (empty:
+    not declared, so only the names are checked), or None if it can."""
+    unsafe = sorted(repr(n) for n in result.outputs if not isinstance(n, str) or not _SAFE_OUTPUT_NAME.fullmatch(n))
+    if unsafe:
+        return f"it names outputs that are not plain names ({', '.join(unsafe[:3])})"
+    if expected_outputs:
+        missing = sorted(set(expected_outputs) - set(result.outputs))
+        extra = sorted(set(result.outputs) - set(expected_outputs))
+        if missing or extra:
+            said = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown {', '.join(extra)}"] * bool(extra)
+            return f"it {' and '.join(said)} (the action declares {', '.join(sorted(expected_outputs))})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,10 @@ class ActionCache:
         hexd = key.hex if isinstance(key, Digest) else key
         return self.layout.action_entry(hexd)
 
+    def entry_path(self, key: Digest | str) -> Path:
+        """Where the entry of ``key`` lies (gc re-checks its mtime before deleting it)."""
+        return self._path(key)
+
     def read(self, key: Digest | str) -> ActionResult | None:
         """The stored entry, without checking its blobs; corrupt entries are removed."""
         path = self._path(key)
@@ -114,10 +146,18 @@ class ActionCache:
             path.unlink(missing_ok=True)
             return None
 
-    def get(self, key: Digest, count: bool = True) -> ActionResult | None:
-        """A hit only if the entry exists and every blob it names is present. ``count=False``
-        for a second look at the same key (after waiting for a lock), so hit rates stay true."""
+    def get(self, key: Digest, count: bool = True, outputs: Collection[str] = ()) -> ActionResult | None:
+        """A hit only if the entry exists, fits the action's declared ``outputs`` (see
+        ``entry_problem``; an entry that does not is removed, with a warning) and every blob
+        it names is present. ``count=False`` for a second look at the same key (after waiting
+        for a lock), so hit rates stay true."""
         result = self.read(key)
+        problem = entry_problem(result, outputs) if result is not None else None
+        if problem:
+            log.warning("local action-cache entry %s is not valid for its action, treated as a miss and removed: %s",
+                        key.short if isinstance(key, Digest) else key[:12], problem)
+            self.delete(key)
+            result = None
         if result is None or not all(self.blobs.has(d) for d in result.referenced()):
             if count:
                 self.counters.add("ac_miss")
@@ -131,9 +171,12 @@ class ActionCache:
         return result
 
     def put(self, key: Digest, result: ActionResult) -> None:
+        problem = entry_problem(result)
+        if problem:
+            raise ValueError(f"refusing to cache action {key.short}: {problem}")
         missing = [str(d) for d in result.referenced() if not self.blobs.has(d)]
-        if missing:
-            raise ValueError(f"refusing to cache an action whose outputs are not stored: {missing}")
+        if missing:  # evicted or quarantined while the action ran: a retry stores them again
+            raise OutputsNotStored(f"refusing to cache an action whose outputs are no longer stored: {', '.join(missing)}")
         atomic_write_bytes(self._path(key), result.to_bytes())
 
     def delete(self, key: Digest | str) -> int:

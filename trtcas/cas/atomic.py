@@ -68,8 +68,8 @@ class AtomicFile:
                 os.fsync(self._handle.fileno())
             self._handle.close()
 
-    def _commit(self, mode: int | None) -> None:
-        self._close(sync=True)
+    def _commit(self, mode: int | None, durable: bool = True) -> None:
+        self._close(sync=durable)
         if self._discarded:
             self.temp.unlink(missing_ok=True)
             return
@@ -77,24 +77,35 @@ class AtomicFile:
             os.chmod(self.temp, mode)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.temp, self.target)
-        fsync_dir(self.target.parent)
+        if durable:
+            fsync_dir(self.target.parent)
 
     def _abort(self) -> None:
         try:
             self._close(sync=False)
+        except OSError:
+            pass  # closing flushes; on a full disk that fails again, hiding the first error
         finally:
             self.temp.unlink(missing_ok=True)
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike, mode: int | None = None) -> Iterator[AtomicFile]:
-    """Replace ``path`` atomically and durably with what the block writes (see AtomicFile)."""
+def atomic_writer(path: str | os.PathLike, mode: int | None = None, durable: bool = True) -> Iterator[AtomicFile]:
+    """Replace ``path`` atomically and durably with what the block writes (see AtomicFile).
+
+    ``durable=False`` skips the fsyncs: the caller makes many files durable at once
+    (``sync_filesystem``) before anything that trusts them is recorded."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pending = AtomicFile(path)
     try:
         yield pending
-        pending._commit(mode)
+        pending._commit(mode, durable)
+    except OSError as exc:
+        pending._abort()
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(pending.target)) from exc
+        raise
     except BaseException:
         pending._abort()
         raise
@@ -104,3 +115,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
     """Replace ``path`` with ``data`` atomically and durably."""
     with atomic_writer(path, mode) as pending:
         pending.open().write(data)
+
+
+def sync_filesystem(path: str | os.PathLike) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` (Linux ``syncfs``; else
+    ``sync``): one flush for a batch of files written with ``durable=False``."""
+    import ctypes  # noqa: PLC0415 (only writers of batches need it)
+    import ctypes.util  # noqa: PLC0415
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        os.sync()
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)

@@ -2,8 +2,11 @@
 
 Layout: ``<root>/cas/<algo>/<hh>/<hex>`` holds the exact bytes of a blob stored raw (so it
 can be hardlinked, reflinked or mmapped); ``<hex>.zst`` holds a blob that zstd shrank by
-at least ``min_saving``. Weights barely compress (ENVIRONMENT.md measured 1.09x) and
-decompressing is slower than reading, so most large blobs stay raw.
+at least ``min_saving``; ``<hex>.tcx`` holds a tensor as a codec frame (``cas.codecs``: byte
+planes, or an XOR delta against a parent tensor, for weights, which plain zstd barely
+shrinks). A delta names its parent in its header; reading it reads the parent first
+(verified, chains at most ``max_chain_depth`` deep), and the decoded content is verified
+against the blob's own digest, whatever the encoding.
 
 Every write is a temp file on the same filesystem, fsync, chmod read-only, ``os.replace``:
 a crash never leaves a visible partial blob, and two processes storing the same content
@@ -18,16 +21,20 @@ import errno
 import fcntl
 import io
 import logging
+import mmap
 import os
 import shutil
+import stat
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 
-from trtcas.cas.atomic import AtomicFile, atomic_writer
+from trtcas.cas.atomic import AtomicFile, atomic_writer, sync_filesystem
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
 from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
@@ -36,6 +43,9 @@ from trtcas.errors import TrtcasError
 log = logging.getLogger(__name__)
 
 ZSTD_SUFFIX = ".zst"
+TCX_SUFFIX = ".tcx"
+_SUFFIXES = ("", ZSTD_SUFFIX, TCX_SUFFIX)  # the order locate prefers them in
+MAX_CHAIN_DEPTH = 4
 SAMPLE_BYTES = 4 << 20  # compressibility is judged on the first 4 MiB
 FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) on btrfs/xfs
 
@@ -65,6 +75,11 @@ class StoredBlob:
     compressed: bool
     stored_size: int
     mtime: float
+    frame: bool = False  # a codec frame (``.tcx``): decoded, maybe against a parent
+
+    @property
+    def encoding(self) -> str:
+        return "tcx" if self.frame else "zstd" if self.compressed else "raw"
 
 
 class _HashingWriter:
@@ -102,6 +117,7 @@ class BlobStore:
         statcache: StatCache | NullStatCache | None = None,
         zstd_level: int = 3,
         min_saving: float = 0.10,
+        max_chain_depth: int = MAX_CHAIN_DEPTH,
     ):
         self.root = Path(root)
         self.algo = check_algo(algo)
@@ -109,9 +125,14 @@ class BlobStore:
         self.statcache = statcache if statcache is not None else StatCache(self.layout.statcache_db)
         self.zstd_level = zstd_level
         self.min_saving = min_saving
+        self.max_chain_depth = max_chain_depth
+        self._batches = threading.local()
         self.blob_root = self.layout.blob_root(self.algo)
         self.tmp_root = self.layout.tmp_root
         self.quarantine_root = self.layout.quarantine_root
+        # Called with each digest a put found already stored (writing nothing): a running
+        # build's lease records it, so gc keeps the blob (cas.leases).
+        self.reuse_listener: Callable[[Digest], None] | None = None
 
     # ---- locating ---------------------------------------------------------------------
     def _raw_path(self, digest: Digest) -> Path:
@@ -120,21 +141,52 @@ class BlobStore:
         return self.layout.blob(self.algo, digest.hex)
 
     def locate(self, digest: Digest) -> StoredBlob | None:
-        """Where ``digest`` is stored, raw preferred, or None. Does not verify content."""
+        """Where ``digest`` is stored, raw preferred, or None. Does not verify content.
+
+        A stored size other than the digest's is a miss, never a quarantine: the digest asked
+        for may be the wrong one (``cache get <hex>/<wrong size>``), and a truly corrupt blob
+        is caught by hashing (``verify``) or replaced by the next put. A blob path that is not
+        a regular file (a symlink, a directory) is never served: it is quarantined.
+        """
         raw = self._raw_path(digest)
-        for path, compressed in ((raw, False), (raw.with_name(raw.name + ZSTD_SUFFIX), True)):
+        for suffix in _SUFFIXES:
+            path = raw.with_name(raw.name + suffix)
             try:
-                st = path.stat()
-            except FileNotFoundError:
+                st = path.lstat()
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            if not compressed and st.st_size != digest.size:
-                self.quarantine(digest, path, f"size {st.st_size} != {digest.size}")
+            if not stat.S_ISREG(st.st_mode):
+                self.quarantine(digest, path, "not a regular file (a symlink or a directory)")
                 continue
-            return StoredBlob(digest, path, compressed, st.st_size, st.st_mtime)
+            if suffix == "" and st.st_size != digest.size:
+                continue
+            if suffix == ZSTD_SUFFIX and _zstd_size_or_none(path) != digest.size:
+                continue
+            return StoredBlob(digest, path, suffix == ZSTD_SUFFIX, st.st_size, st.st_mtime, suffix == TCX_SUFFIX)
         return None
 
     def has(self, digest: Digest) -> bool:
-        return self.locate(digest) is not None
+        """Whether ``digest`` is stored and, for a delta, its parents too (a delta whose
+        parent is gone cannot be read, so it does not count: storing it again replaces it)."""
+        blob = self.locate(digest)
+        for _ in range(self.max_chain_depth + 1):
+            parent = self.parent_of(blob) if blob is not None else None
+            if parent is None:
+                return blob is not None
+            blob = self.locate(parent[0])
+        return False
+
+    def parent_of(self, blob: StoredBlob) -> tuple[Digest, int] | None:
+        """(parent digest, parent's chain depth) of a delta blob, from its header; else None.
+        An unreadable header counts as no parent here: reading the blob will quarantine it."""
+        if not blob.frame:
+            return None
+        from trtcas.cas import frameblobs
+
+        try:
+            return frameblobs.parent_of(frameblobs.read_header(blob.path))
+        except (OSError, frameblobs.CodecError):
+            return None
 
     def iter_blobs(self) -> Iterator[StoredBlob]:
         """Every blob file in the store (including ones that may be corrupt)."""
@@ -147,13 +199,15 @@ class BlobStore:
                 if entry.name.startswith("."):
                     continue
                 compressed = entry.name.endswith(ZSTD_SUFFIX)
-                hexd = entry.name[: -len(ZSTD_SUFFIX)] if compressed else entry.name
+                frame = entry.name.endswith(TCX_SUFFIX)
+                hexd = entry.name[:-4] if compressed or frame else entry.name
                 try:
-                    st = entry.stat()
-                    size = st.st_size if not compressed else _zstd_content_size(Path(entry.path))
-                except OSError:
+                    st = entry.stat(follow_symlinks=False)
+                    size = st.st_size if not entry.is_file(follow_symlinks=False) \
+                        else _content_size(Path(entry.path), compressed, frame, st.st_size)
+                except (OSError, ValueError, TrtcasError):
                     continue
-                yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime)
+                yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime, frame)
 
     def iter_temp_files(self) -> Iterator[Path]:
         """Leftover temp files of interrupted writers (never visible as blobs)."""
@@ -181,6 +235,11 @@ class BlobStore:
             writer.write(chunk)
         return writer.finish(), compress
 
+    def _reused(self, digest: Digest) -> None:
+        listener = self.reuse_listener
+        if listener is not None:
+            listener(digest)
+
     def _store_chunks(
         self, first: bytes, rest: Iterator[bytes], expected: Digest | None, untrusted: bool = False
     ) -> Digest:
@@ -197,17 +256,91 @@ class BlobStore:
                 raise _mismatch(expected, digest, untrusted)
             if self.has(digest):
                 pending.discard()
+                self._reused(digest)
             else:
                 pending.retarget(self._final_path(digest, compressed))
         return digest
 
-    def put_bytes(self, data: bytes) -> Digest:
-        digest = hash_bytes(data, self.algo)
-        if not self.has(digest):
-            view = memoryview(data)
-            rest = (bytes(view[i : i + CHUNK]) for i in range(SAMPLE_BYTES, len(data), CHUNK))
-            self._store_chunks(bytes(view[:SAMPLE_BYTES]), rest, digest)
+    def put_bytes(self, data: bytes | memoryview) -> Digest:
+        """Store bytes in memory: hashed once (all cores when large), written without
+        copies when stored raw; zstd'd only when a sample shows it pays."""
+        view = memoryview(data).cast("B")
+        digest = hash_bytes(view, self.algo)
+        if self.has(digest):
+            self._reused(digest)
+            return digest
+        if self._should_compress(view[:SAMPLE_BYTES]):
+            rest = (view[i : i + CHUNK] for i in range(SAMPLE_BYTES, len(view), CHUNK))
+            self._store_chunks(view[:SAMPLE_BYTES], rest, digest)
+        else:
+            self._install(digest, view, "")
         return digest
+
+    def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+        """Store a tensor's bytes with the weight codec that pays: an XOR delta against
+        ``parent`` (the same tensor of an earlier build, chosen by the caller) when that is
+        clearly smaller, else byte planes, else raw. The content is hashed once; what is
+        stored is found again by the content's digest, whatever the encoding."""
+        view = memoryview(data).cast("B")
+        digest = hash_bytes(view, self.algo)
+        if self.has(digest):
+            self._reused(digest)
+            return digest
+        from trtcas.cas import frameblobs
+
+        frame = frameblobs.encode(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth)
+        self._install(digest, view if frame is None else frame, "" if frame is None else TCX_SUFFIX)
+        return digest
+
+    def _delta_parent(self, parent: Digest | None, size: int):
+        """The parent as the codecs want it (content verified), or None when it cannot serve."""
+        if parent is None or parent.size != size or parent.algo != self.algo:
+            return None
+        from trtcas.cas import frameblobs
+
+        blob = self.locate(parent)
+        upstream = self.parent_of(blob) if blob is not None else None
+        try:
+            content = self.content_view(parent)
+        except BlobNotFound:
+            return None
+        return frameblobs.as_parent(parent, content, upstream[1] + 1 if upstream else 0)
+
+    def _install(self, digest: Digest, payload: memoryview, suffix: str) -> None:
+        """Write already-hashed bytes as the blob's file (temp, fsync, read-only, rename)."""
+        raw = self._raw_path(digest)
+        path = raw.with_name(raw.name + suffix)
+        batch = getattr(self._batches, "pending", None)
+        with atomic_writer(path, mode=0o444, durable=batch is None) as pending:
+            pending.open().write(payload)
+        if batch is None:
+            self.statcache.remember_written(path, digest, self._kind(suffix))
+        else:
+            batch.append((path, digest, self._kind(suffix)))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Blobs written in this block (by this thread) skip their own fsyncs and are made
+        durable together, with one ``syncfs``, when it ends: an action storing hundreds of
+        tensors pays one flush, as ``cp -r`` + ``sync`` does. Until then a crash may leave a
+        named blob with lost bytes; reads verify, so it is quarantined, never served (and
+        nothing trusts it before the flush: its stat-cache entry is written after)."""
+        if getattr(self._batches, "pending", None) is not None:
+            yield  # nested: the outer batch flushes
+            return
+        self._batches.pending = pending = []
+        try:
+            yield
+        finally:
+            self._batches.pending = None
+            if pending:
+                sync_filesystem(self.blob_root)
+                for path, digest, kind in pending:
+                    self.statcache.remember_written(path, digest, kind)
+
+    def _kind(self, suffix: str) -> str:
+        """The stat cache's name for "the content digest of a blob file stored so"."""
+        return {"": self.algo, ZSTD_SUFFIX: f"{self.algo}+zstd", TCX_SUFFIX: f"{self.algo}+tcx"}[suffix]
 
     def put_stream(self, stream: BinaryIO) -> Digest:
         """Store a stream of unknown content in bounded memory."""
@@ -239,6 +372,7 @@ class BlobStore:
         try:
             digest = self.statcache.digest_of(path, self.algo)
             if self.has(digest):
+                self._reused(digest)
                 return digest
             with open(path, "rb") as stream:
                 first = stream.read(SAMPLE_BYTES)
@@ -252,6 +386,8 @@ class BlobStore:
 
     # ---- reading ----------------------------------------------------------------------
     def _content_digest(self, blob: StoredBlob) -> Digest:
+        if blob.frame:
+            return hash_bytes(self._decode(blob, 0), self.algo)
         if not blob.compressed:
             return self.statcache.digest_of(blob.path, self.algo)
         return self.statcache.digest_of(blob.path, self.algo, _hash_zstd_file, kind=f"{self.algo}+zstd")
@@ -259,21 +395,32 @@ class BlobStore:
     def check(self, blob: StoredBlob, trust_statcache: bool = True) -> str | None:
         """Why ``blob`` does not hold its digest's content, or None if it does."""
         try:
+            if not stat.S_ISREG(blob.path.lstat().st_mode):
+                return "not a regular file (a symlink or a directory)"
             if not trust_statcache:
                 self.statcache.forget(blob.path)
             actual = self._content_digest(blob)
-        except (OSError, zstandard.ZstdError) as exc:
+        except (OSError, zstandard.ZstdError, _BadFrame) as exc:
             return f"unreadable ({exc})"
+        except BlobNotFound as exc:
+            return f"its delta parent cannot be read ({exc})"
         return None if actual == blob.digest else f"content is {actual}"
 
-    def _verified(self, digest: Digest) -> StoredBlob:
+    def _located(self, digest: Digest) -> StoredBlob:
         blob = self.locate(digest)
         if blob is None:
             raise BlobNotFound(f"blob {digest} is not in the cache at {self.root}")
+        return blob
+
+    def _reject(self, blob: StoredBlob, problem: str) -> CorruptBlob:
+        self.quarantine(blob.digest, blob.path, problem)
+        return CorruptBlob(f"blob {blob.digest} was corrupt on disk and has been quarantined; it counts as a miss")
+
+    def _verified(self, digest: Digest) -> StoredBlob:
+        blob = self._located(digest)
         problem = self.check(blob)
         if problem:
-            self.quarantine(digest, blob.path, problem)
-            raise CorruptBlob(f"blob {digest} was corrupt on disk and has been quarantined; it counts as a miss")
+            raise self._reject(blob, problem)
         return blob
 
     def verify(self, digest: Digest) -> bool:
@@ -286,8 +433,57 @@ class BlobStore:
             self.quarantine(digest, blob.path, problem)
         return problem is None
 
+    def _decode(self, blob: StoredBlob, depth: int) -> memoryview:
+        """A frame blob's decoded content, its parent read (verified) first. Not verified
+        itself; raises ``_BadFrame`` for a frame that cannot be decoded, ``BlobNotFound``
+        when its parent cannot be read."""
+        from trtcas.cas import frameblobs
+
+        if depth > self.max_chain_depth:
+            raise _BadFrame(f"delta chain deeper than {self.max_chain_depth}")
+        try:
+            encoded = frameblobs.read_frame(blob.path)
+            upstream = frameblobs.parent_of(frameblobs.frame_info(encoded))
+            parent = None
+            if upstream is not None:
+                content = self._content(upstream[0], depth + 1)
+                parent = frameblobs.as_parent(upstream[0], content, upstream[1])
+            return frameblobs.decode(encoded, blob.digest.size, parent)
+        except frameblobs.CodecError as exc:
+            raise _BadFrame(str(exc)) from exc
+
+    def _content(self, digest: Digest, depth: int) -> memoryview:
+        blob = self._located(digest)
+        if not blob.frame:
+            return self._mapped(digest) if not blob.compressed else memoryview(self.get_bytes(digest))
+        try:
+            content = self._decode(blob, depth)
+            known = self.statcache.lookup(blob.path, self.algo, self._kind(TCX_SUFFIX)) == digest
+            problem = None if known or hash_bytes(content, self.algo) == digest else "decodes to other content"
+        except (OSError, _BadFrame) as exc:
+            problem = f"undecodable ({exc})"
+        if problem:
+            raise self._reject(blob, problem)
+        return content
+
+    def _mapped(self, digest: Digest) -> memoryview:
+        """A raw blob's bytes, verified (through the stat cache), mapped rather than read."""
+        blob = self._verified(digest)
+        if blob.stored_size == 0:
+            return memoryview(b"")
+        with open(blob.path, "rb") as stream:
+            return memoryview(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ))
+
+    def content_view(self, digest: Digest) -> memoryview:
+        """The blob's content, verified, as a read-only bytes-like view (a frame is decoded,
+        its delta parents first, and hashed; a corrupt one is quarantined: a miss)."""
+        return self._content(digest, 0).toreadonly()
+
     def open(self, digest: Digest) -> BinaryIO:
         """A readable stream of the blob's (decompressed) bytes, verified first."""
+        located = self.locate(digest)
+        if located is not None and located.frame:
+            return io.BytesIO(self._content(digest, 0))
         blob = self._verified(digest)
         try:
             raw = open(blob.path, "rb")
@@ -298,6 +494,9 @@ class BlobStore:
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
 
     def get_bytes(self, digest: Digest) -> bytes:
+        located = self.locate(digest)
+        if located is not None and located.frame:
+            return bytes(self._content(digest, 0))
         with self.open(digest) as stream:
             return stream.read()
 
@@ -308,6 +507,12 @@ class BlobStore:
         ``dest`` is replaced atomically, never written in place: if it was a hardlink into
         the store, writing through it would corrupt the store.
         """
+        located = self.locate(digest)
+        if located is not None and located.frame:
+            content = self._content(digest, 0)
+            with atomic_writer(dest, mode=0o444) as pending:
+                pending.open().write(content)
+            return "decode"
         blob = self._verified(digest)
         with atomic_writer(dest, mode=0o444) as pending:
             method = self._materialize_into(blob, pending.temp, mode)
@@ -335,7 +540,7 @@ class BlobStore:
         """Remove every stored form of ``digest``; returns bytes freed on disk."""
         freed = 0
         raw = self._raw_path(digest)
-        for path in (raw, raw.with_name(raw.name + ZSTD_SUFFIX)):
+        for path in (raw.with_name(raw.name + suffix) for suffix in _SUFFIXES):
             try:
                 freed += path.stat().st_size
                 path.unlink()
@@ -354,6 +559,23 @@ class BlobStore:
             pass
         except OSError:
             path.unlink(missing_ok=True)
+
+
+class _BadFrame(TrtcasError):
+    """A frame blob that cannot be decoded (bad header, wrong parent, bad planes)."""
+
+
+def _content_size(path: Path, compressed: bool, frame: bool, file_size: int) -> int:
+    if compressed:
+        return _zstd_content_size(path)
+    if frame:
+        from trtcas.cas import frameblobs
+
+        try:
+            return frameblobs.read_header(path).content_size
+        except frameblobs.CodecError as exc:
+            raise ValueError(str(exc)) from exc
+    return file_size
 
 
 def _mismatch(expected: Digest, actual: Digest | None, untrusted: bool) -> TrtcasError:
@@ -376,6 +598,14 @@ def _try_reflink(src: Path, dest: Path) -> bool:
 def _hash_zstd_file(path: Path, algo: str) -> Digest:
     with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
         return hash_stream(io.BufferedReader(stream, CHUNK), algo)
+
+
+def _zstd_size_or_none(path: Path) -> int | None:
+    """The content size a zstd blob declares, or None when its header cannot be read."""
+    try:
+        return _zstd_content_size(path)
+    except (OSError, zstandard.ZstdError):
+        return None
 
 
 def _zstd_content_size(path: Path) -> int:

@@ -17,6 +17,7 @@ from trtcas.cas.counters import Counters
 from trtcas.cas.digest import DEFAULT_ALGO, check_algo
 from trtcas.cas.layout import LAYOUT_VERSION, CacheLayout
 from trtcas.cas.pins import Pins
+from trtcas.cas.settings import CacheSettings, load_settings, save_settings
 from trtcas.cas.statcache import StatCache
 from trtcas.errors import TrtcasError
 
@@ -42,14 +43,23 @@ class ContentStore:
         self.actions = ActionCache(self.blobs, self.counters)
         self.pins = Pins(self.layout.pins_root)
 
+    @property
+    def settings(self) -> CacheSettings:
+        """This cache's persisted settings (``<cache>/config.json``), read afresh each time so
+        a long build sees a cap that another process just set."""
+        return load_settings(self.layout.settings_file)
+
+    def save_settings(self, settings: CacheSettings) -> None:
+        save_settings(self.layout.settings_file, settings)
+
     def _settle_algo(self, requested: str | None) -> str:
         marker = self.layout.store_file
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrtcasError(
-                f"cannot create cache dir {self.root} ({exc.strerror}); pass --cache-dir or set TRTCAS_CACHE_DIR"
-            ) from exc
+            from trtcas.oserrors import describe_os_error
+
+            raise TrtcasError(f"cannot create cache dir {self.root}: {describe_os_error(exc)}") from exc
         try:
             recorded = json.loads(marker.read_text())["algo"] if marker.exists() else None
         except PermissionError as exc:

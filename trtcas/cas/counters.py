@@ -32,7 +32,7 @@ class Counters:
 
     def __init__(self, db_path: str | os.PathLike):
         self.db_path = Path(db_path)
-        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=10)
+        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=2)  # once per build: a locked file costs a lost count, not a stall
         self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
         _LIVE.add(self)

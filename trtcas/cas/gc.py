@@ -4,35 +4,48 @@ Both follow huggingface_hub's cache manager: first a frozen *plan* (what would b
 how many bytes), then its execution, so ``--dry-run`` and the real thing cannot disagree.
 
 Recency: an action entry's mtime is refreshed on every hit; a blob is as recent as the
-most recent action entry that names it (or its own mtime if none does). Eviction walks
-entries oldest first; evicting an action entry also frees the blobs only it named.
-Action entries are deleted before their blobs (as Bazel's disk cache does), so a
-concurrent reader never finds an entry whose blobs are gone -- and if it did, that is a
-miss, not an error. Everything named by a pin (the last build of each target) is kept.
+most recent action entry that names it (or its own mtime if none does). Blobs named inside
+a tensor manifest belong to the entries naming the manifest. Eviction walks entries oldest
+first; evicting an action entry also frees the blobs only it named. Action entries are
+deleted before their blobs (as Bazel's disk cache does), so a concurrent reader never finds
+an entry whose blobs are gone -- and if it did, that is a miss, not an error.
+
+What is never removed:
+- everything a pin names (the last build of each target), unless the pin is older than the
+  cache's ``pin-max-age``: expired pins are dropped by the gc that finds them;
+- everything used since ``protect_since``: the older of ``now - gc-min-age`` and the start
+  of the oldest running build (``cas.leases``), plus every blob a running build noted as
+  re-used. Chosen over pinning each blob as a build touches it because a build's uses are
+  already visible as recency (hits refresh entry mtimes, new blobs are new files); the lease
+  only has to say since when, and to name the blobs a build found already stored. The
+  minimum age covers users of the cache that hold no lease (``cache get``, remote workers)
+  and the moments between a lookup and its refresh;
+- anything whose mtime moved between planning and deleting (it was used meanwhile).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
+import zstandard
+
+from trtcas.cas.actioncache import entry_problem
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
-from trtcas.errors import TrtcasError
+from trtcas.cas.leases import live_leases
+from trtcas.cas.manifest import TensorManifest
+from trtcas.cas.needs import closure, needs_map
+from trtcas.cas.settings import parse_size  # noqa: F401  (re-exported: gc sizes are typed here)
 
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 STALE_TEMP_SECONDS = 3600
-
-
-def parse_size(text: str) -> int:
-    """``"50G"``, ``"1.5GiB"``, ``"200M"``, ``"1024"`` -> bytes (binary units)."""
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise TrtcasError(f"bad size {text!r}: use a number with an optional K, M, G or T suffix, e.g. 50G")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
+# File times come from the kernel's coarse clock, a tick or so behind time.time(): an entry a
+# build touched just after its lease began can carry an mtime slightly before the lease.
+CLOCK_SLACK_S = 2.0
+_MANIFEST_PREFIX = b'{"tensors":['
+_MAX_MANIFEST_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,10 @@ class GcPlan:
     evict_blobs: tuple[Digest, ...]
     pinned_actions: int
     pinned_blobs: int
+    expired_pins: tuple[str, ...] = ()
+    protected_recent: int = 0
+    mtimes: Mapping[str, float] = field(default_factory=dict, repr=False)
+    owners: Mapping[str, str] = field(default_factory=dict, repr=False)  # blob -> the entry freeing it
 
     @property
     def bytes_freed(self) -> int:
@@ -60,27 +77,85 @@ class _ActionInfo:
     blobs: tuple[Digest, ...]
 
 
-def _load_actions(store: ContentStore) -> list[_ActionInfo]:
+def _manifest_children(store: ContentStore, digest: Digest, seen: dict[Digest, tuple[Digest, ...]]) -> tuple[Digest, ...]:
+    """The tensor blobs a manifest blob names (none for any other blob); memoized in ``seen``."""
+    if digest in seen:
+        return seen[digest]
+    children: tuple[Digest, ...] = ()
+    if digest.size <= _MAX_MANIFEST_BYTES and _looks_like_manifest(store, digest):
+        try:
+            children = tuple(e.digest for e in TensorManifest.from_bytes(store.blobs.get_bytes(digest)).entries)
+        except Exception:  # corrupt (now quarantined) or not a manifest after all: no children
+            children = ()
+    seen[digest] = children
+    return children
+
+
+def _looks_like_manifest(store: ContentStore, digest: Digest) -> bool:
+    """A peek at a blob's first bytes, unverified (only a match is read and verified)."""
+    blob = store.blobs.locate(digest)
+    if blob is None:
+        return False
+    try:
+        with open(blob.path, "rb") as raw:
+            if not blob.compressed:
+                return raw.read(len(_MANIFEST_PREFIX)) == _MANIFEST_PREFIX
+            with zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+                return stream.read(len(_MANIFEST_PREFIX)) == _MANIFEST_PREFIX
+    except (OSError, zstandard.ZstdError):
+        return False
+
+
+def _with_children(store: ContentStore, digests, seen) -> tuple[Digest, ...]:
+    out = dict.fromkeys(digests)
+    for digest in list(out):
+        out.update(dict.fromkeys(_manifest_children(store, digest, seen)))
+    return tuple(out)
+
+
+def _load_actions(store: ContentStore, seen: dict) -> list[_ActionInfo]:
     infos = []
     for entry in store.actions.iter_entries():
         result = store.actions.read(entry.key_hex)
-        blobs = result.referenced() if result else ()
+        blobs = _with_children(store, result.referenced(), seen) if result else ()
         infos.append(_ActionInfo(entry.key_hex, entry.mtime, entry.stored_size, blobs))
     return infos
 
 
-def plan_gc(store: ContentStore, max_size: int) -> GcPlan:
-    """Plan LRU eviction down to ``max_size`` bytes on disk, never touching pinned items."""
-    actions = _load_actions(store)
+def protect_since(store: ContentStore, now: float | None = None, min_age_s: float | None = None) -> tuple[float, frozenset[str]]:
+    """The time after which anything used is kept, and the blobs running builds re-used.
+    ``min_age_s`` overrides the cache's ``gc-min-age``."""
+    now = time.time() if now is None else now
+    leases = live_leases(store.layout.leases_root)
+    min_age = store.settings.gc_min_age_s if min_age_s is None else min_age_s
+    since = min([now - min_age] + [lease.started - CLOCK_SLACK_S for lease in leases])
+    return since, frozenset().union(*(lease.blobs for lease in leases))
+
+
+def plan_gc(store: ContentStore, max_size: int, min_age_s: float | None = None) -> GcPlan:
+    """Plan LRU eviction down to ``max_size`` bytes on disk, never touching what is pinned,
+    recent or in use by a running build (see the module docstring); ``min_age_s`` overrides
+    the cache's ``gc-min-age``."""
+    now = time.time()
+    seen: dict[Digest, tuple[Digest, ...]] = {}
+    actions = _load_actions(store, seen)
     blobs = {b.digest: b for b in store.blobs.iter_blobs()}
+    since, leased = protect_since(store, now, min_age_s)
     pinned_keys: set[str] = set()
-    pinned_blobs: set[Digest] = set()
+    pinned_blobs: set[Digest] = {d for d in blobs if str(d) in leased}
+    expired: list[str] = []
+    max_age = store.settings.pin_max_age_s
     for pin in store.pins.all():
+        if max_age is not None and now - pin.pinned_at > max_age:
+            expired.append(pin.target)
+            continue
         pinned_keys |= pin.action_keys
-        pinned_blobs |= pin.blobs
+        pinned_blobs |= set(_with_children(store, pin.blobs, seen))
     for info in actions:
         if info.key_hex in pinned_keys:
             pinned_blobs.update(info.blobs)
+    needs = needs_map(store.blobs, blobs.values())  # a delta's parent, a manifest's tensors
+    pinned_blobs |= closure(needs, pinned_blobs)
 
     referrers: dict[Digest, int] = defaultdict(int)
     recency: dict[Digest, float] = {d: b.mtime for d, b in blobs.items()}
@@ -88,46 +163,104 @@ def plan_gc(store: ContentStore, max_size: int) -> GcPlan:
         for digest in info.blobs:
             referrers[digest] += 1
             recency[digest] = max(recency.get(digest, 0.0), info.mtime)
+    kept_actions = {a.key_hex for a in actions if a.key_hex in pinned_keys or a.mtime >= since}
+    for info in actions:  # a kept entry keeps its blobs, whatever their own age
+        if info.key_hex in kept_actions:
+            pinned_blobs.update(info.blobs)
+    pinned_blobs |= closure(needs, pinned_blobs)
+    recent = sum(1 for a in actions if a.mtime >= since) + sum(1 for d in blobs if recency[d] >= since)
+    for needed in needs.values():  # a blob another blob needs is referred to by it
+        for digest in needed:
+            referrers[digest] += 1
 
     size = sum(b.stored_size for b in blobs.values()) + sum(a.size for a in actions)
     size_before = size
     candidates: list[tuple[float, str, object]] = [
-        (a.mtime, "action", a) for a in actions if a.key_hex not in pinned_keys
+        (a.mtime, "action", a) for a in actions if a.key_hex not in kept_actions
     ] + [
-        (recency[d], "blob", d) for d in blobs if referrers[d] == 0 and d not in pinned_blobs
+        (recency[d], "blob", d) for d in blobs if referrers[d] == 0 and d not in pinned_blobs and recency[d] < since
     ]
     candidates.sort(key=lambda c: (c[0], c[1]))
 
     evict_actions: list[str] = []
     evict_blobs: list[Digest] = []
+    mtimes: dict[str, float] = {}
+    owners: dict[str, str] = {}
 
     def free_blob(digest: Digest) -> int:
         evict_blobs.append(digest)
-        return blobs[digest].stored_size
+        mtimes[str(digest)] = blobs[digest].mtime
+        freed = blobs[digest].stored_size
+        for needed in needs.get(digest, ()):  # what only this blob needed goes with it
+            referrers[needed] -= 1
+            if (referrers[needed] == 0 and needed in blobs and needed not in pinned_blobs
+                    and needed not in evict_blobs and recency[needed] < since):
+                freed += free_blob(needed)
+        return freed
 
     for _, kind, item in candidates:
         if size <= max_size:
             break
         if kind == "action":
             evict_actions.append(item.key_hex)
+            mtimes[item.key_hex] = item.mtime
             size -= item.size
             for digest in item.blobs:
                 referrers[digest] -= 1
                 if referrers[digest] == 0 and digest in blobs and digest not in pinned_blobs:
+                    owners[str(digest)] = item.key_hex
                     size -= free_blob(digest)
         elif item not in evict_blobs:
             size -= free_blob(item)
     return GcPlan(
         max_size, size_before, size, tuple(evict_actions), tuple(evict_blobs),
-        len(pinned_keys), len(pinned_blobs & blobs.keys()),
+        len(pinned_keys), len(pinned_blobs & blobs.keys()), tuple(expired), recent, mtimes, owners,
     )
 
 
 def execute_gc(store: ContentStore, plan: GcPlan) -> int:
-    """Carry out a plan, action entries first; returns bytes freed."""
-    freed = sum(store.actions.delete(key) for key in plan.evict_actions)
-    freed += sum(store.blobs.delete(digest) for digest in plan.evict_blobs)
+    """Carry out a plan, action entries first; returns bytes freed. Anything used since it
+    was planned (its mtime moved, or a build started and noted it) is left alone."""
+    for target in plan.expired_pins:
+        store.pins.unpin(target)
+    freed, kept = 0, set()
+    for key in plan.evict_actions:
+        if _unchanged(store.actions.entry_path(key), plan.mtimes.get(key)):
+            freed += store.actions.delete(key)
+        else:
+            kept.add(key)
+    _, leased = protect_since(store, min_age_s=0)
+    for digest in plan.evict_blobs:
+        text = str(digest)
+        if plan.owners.get(text) in kept or text in leased:
+            continue
+        stored = store.blobs.locate(digest)
+        if stored is not None and _unchanged(stored.path, plan.mtimes.get(text)):
+            freed += store.blobs.delete(digest)
     return freed
+
+
+def _unchanged(path, mtime: float | None) -> bool:
+    try:
+        return mtime is None or path.stat().st_mtime <= mtime
+    except OSError:
+        return False
+
+
+def run_auto_gc(store: ContentStore) -> GcPlan | None:
+    """After a build: gc down to the cache's ``max-size`` when it is set and exceeded."""
+    settings = store.settings
+    cap = settings.max_size
+    if cap is None:
+        return None
+    on_disk = sum(b.stored_size for b in store.blobs.iter_blobs()) + sum(e.stored_size for e in store.actions.iter_entries())
+    if on_disk <= cap and settings.pin_max_age_s is None:
+        return None  # a stat per file; planning (which reads every entry) only when needed
+    plan = plan_gc(store, cap)
+    if plan.size_before <= cap and not plan.expired_pins:
+        return None
+    execute_gc(store, plan)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -136,7 +269,7 @@ class VerifyReport:
 
     blobs_checked: int
     bad_blobs: tuple[tuple[str, str], ...]  # (digest text, reason)
-    dangling_actions: tuple[str, ...]  # action keys naming blobs that are not stored
+    dangling_actions: tuple[str, ...]  # action keys naming blobs that are not stored, or unsafe names
     stale_temp_files: int
     repaired: bool
 
@@ -165,7 +298,7 @@ def verify_store(store: ContentStore, repair: bool = False, progress=None) -> Ve
         result = store.actions.read(entry.key_hex)
         if result is None:
             continue
-        if any(str(d) in bad_set or not store.blobs.has(d) for d in result.referenced()):
+        if entry_problem(result) or any(str(d) in bad_set or not store.blobs.has(d) for d in result.referenced()):
             dangling.append(entry.key_hex)
             if repair:
                 store.actions.delete(entry.key_hex)

@@ -5,6 +5,8 @@ the on-disk format one readable page (and one place to change), and lets ``gc``,
 and ``stats`` walk exactly what the writers write. dvc-objects' ``oid_to_path`` is the model.
 
     <root>/store.json                   algorithm and layout version
+    <root>/config.json                  settings of this cache (cas.settings: max-size, ...)
+    <root>/leases/<host>-<pid>-<id>.json  builds running now (gc keeps what they use)
     <root>/cas/<algo>/<hh>/<hex>[.zst]  blobs
     <root>/ac/<hh>/<key hex>            action cache entries
     <root>/pins/<slug>-<hash>.json      what each target's last build used (pins.pin_file_name)
@@ -38,6 +40,14 @@ class CacheLayout:
     @property
     def store_file(self) -> Path:
         return self.root / "store.json"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def leases_root(self) -> Path:
+        return self.root / "leases"
 
     def blob_root(self, algo: str) -> Path:
         return self.root / "cas" / algo

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -52,6 +53,8 @@ class Pin:
     target: str
     action_keys: frozenset[str]
     blobs: frozenset[Digest]
+    pinned_at: float = 0.0  # when the build that wrote it ended (pins older than pin-max-age expire)
+    name: str = ""  # the target's own name, for people (``target`` is the unique id)
 
 
 class Pins:
@@ -61,8 +64,9 @@ class Pins:
     def _path(self, target: str) -> Path:
         return self.root / pin_file_name(target)
 
-    def pin(self, target: str, action_keys: Iterable[str], blobs: Iterable[Digest]) -> None:
-        wire = {"target": target, "action_keys": sorted(set(action_keys)), "blobs": sorted({str(b) for b in blobs})}
+    def pin(self, target: str, action_keys: Iterable[str], blobs: Iterable[Digest], name: str = "") -> None:
+        wire = {"target": target, "action_keys": sorted(set(action_keys)), "blobs": sorted({str(b) for b in blobs}),
+                "pinned_at": time.time(), "name": name or target}
         atomic_write_bytes(self._path(target), json.dumps(wire, indent=1).encode())
         self._drop_legacy(target)
 
@@ -80,6 +84,25 @@ class Pins:
         except (OSError, ValueError, AttributeError):  # no such name possible, or unreadable:
             pass  # all() already ignores an unreadable file, with a warning
 
+    def matching(self, name: str) -> list[Pin]:
+        """The pins a user means by ``name``: the one whose id is ``name``, else every pin of a
+        target called ``name`` (one target name may be built from several target files)."""
+        pins = self.all()
+        exact = [p for p in pins if p.target == name]
+        return exact or [p for p in pins if p.name == name]
+
+    def unpin(self, target: str) -> bool:
+        """Drop the pin of ``target`` (its current and legacy file); True if there was one."""
+        found = False
+        for path in (self._path(target), self.root / _legacy_file_name(target)):
+            try:
+                if json.loads(path.read_text()).get("target") == target:
+                    path.unlink()
+                    found = True
+            except (OSError, ValueError, AttributeError):
+                continue
+        return found
+
     def all(self) -> list[Pin]:
         pins = []
         if not self.root.is_dir():
@@ -87,7 +110,10 @@ class Pins:
         for path in sorted(self.root.glob("*.json")):
             try:
                 wire = json.loads(path.read_text())
-                pins.append(Pin(wire["target"], frozenset(wire["action_keys"]), frozenset(Digest.parse(b) for b in wire["blobs"])))
+                pinned_at = float(wire.get("pinned_at") or path.stat().st_mtime)
+                pins.append(Pin(wire["target"], frozenset(wire["action_keys"]),
+                                frozenset(Digest.parse(b) for b in wire["blobs"]), pinned_at,
+                                str(wire.get("name") or wire["target"])))
             except Exception as exc:  # a broken pin file pins nothing, and says so
                 log.warning("ignoring unreadable pin file %s (%s)", path, exc)
         return pins

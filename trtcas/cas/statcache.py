@@ -7,19 +7,26 @@ because nothing short of ``utime`` + ``rename`` tricks can rewind it; a same-siz
 that restores the mtime still moves the ctime.
 
 Any SQLite problem (locked too long, corrupt, read-only) degrades to "not cached": a
-stat cache may make a build slower, never wrong.
+stat cache may make a build slower, never wrong. A database another process keeps locked
+costs each query at most ``busy_timeout_s`` and the whole stat cache at most
+``busy_budget_s``: after that it is bypassed for the rest of this process (one build),
+with one warning, and every file is simply hashed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from trtcas.cas.digest import Digest, hash_file
 from trtcas.cas.sqlite import ThreadLocalSqlite
+
+log = logging.getLogger(__name__)
 
 # 2 s covers the coarsest common filesystem clock (FAT); ext4/xfs are far finer.
 DEFAULT_GRANULARITY_NS = 2_000_000_000
@@ -41,24 +48,55 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
 class StatCache:
     """(dev, ino, kind) + (size, mtime_ns, ctime_ns) -> digest, in SQLite, many processes."""
 
-    def __init__(self, db_path: str | os.PathLike, granularity_ns: int = DEFAULT_GRANULARITY_NS):
+    def __init__(self, db_path: str | os.PathLike, granularity_ns: int = DEFAULT_GRANULARITY_NS,
+                 busy_timeout_s: float = 0.25, busy_budget_s: float = 2.0):
         self.db_path = Path(db_path)
         self.granularity_ns = granularity_ns
-        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=30)
+        self.busy_budget_s = busy_budget_s
+        self._db = ThreadLocalSqlite(self.db_path, _SCHEMA, busy_timeout_s=busy_timeout_s)
+        self._busy_spent = 0.0
+        self._bypassed = False
+        self._lock = threading.Lock()
+
+    @property
+    def bypassed(self) -> bool:
+        return self._bypassed
 
     def _conn(self) -> sqlite3.Connection:
+        if self._bypassed:
+            raise sqlite3.OperationalError("stat cache bypassed")
         return self._db.connection()
+
+    def _query(self, sql: str, args: tuple) -> list:
+        """Run one statement; time lost to a locked database counts against the budget."""
+        start = time.monotonic()
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                self._spend(time.monotonic() - start)
+            raise
+
+    def _spend(self, seconds: float) -> None:
+        with self._lock:
+            self._busy_spent += seconds
+            if self._bypassed or self._busy_spent < self.busy_budget_s:
+                return
+            self._bypassed = True
+        log.warning("stat cache %s is locked by another process; bypassing it for the rest of this build "
+                    "(files are hashed instead of looked up)", self.db_path)
 
     def lookup(self, path: str | os.PathLike, algo: str, kind: str | None = None) -> Digest | None:
         """The recorded digest if the file is provably unchanged since it was hashed."""
         try:
             st = os.stat(path)
-            row = self._conn().execute(
+            rows = self._query(
                 "SELECT size, mtime_ns, ctime_ns, hex, digest_size FROM stat_digest_v2 WHERE dev=? AND ino=? AND kind=?",
                 (st.st_dev, st.st_ino, kind or algo),
-            ).fetchone()
+            )
         except (OSError, sqlite3.Error):
             return None
+        row = rows[0] if rows else None
         if row is None or tuple(row[:3]) != _signature(st):
             return None
         # digest_size, not the file's size: a compressed blob's content is larger than its file
@@ -92,18 +130,30 @@ class StatCache:
 
     def _record(self, st: os.stat_result, kind: str, digest: Digest) -> None:
         try:
-            self._conn().execute(
+            self._query(
                 "INSERT OR REPLACE INTO stat_digest_v2 VALUES (?,?,?,?,?,?,?,?)",
                 (st.st_dev, st.st_ino, kind, *_signature(st), digest.hex, digest.size),
             )
-        except sqlite3.Error:
+        except (OSError, sqlite3.Error):
             pass  # a stat cache that cannot write is a slower build, not a failed one
 
     def forget(self, path: str | os.PathLike) -> None:
         try:
             st = os.stat(path)
-            self._conn().execute("DELETE FROM stat_digest_v2 WHERE dev=? AND ino=?", (st.st_dev, st.st_ino))
+            self._query("DELETE FROM stat_digest_v2 WHERE dev=? AND ino=?", (st.st_dev, st.st_ino))
         except (OSError, sqlite3.Error):
+            pass
+
+    def remember_written(self, path: str | os.PathLike, digest: Digest, kind: str | None = None) -> None:
+        """Record the digest of a file trtcas itself just wrote from bytes it had hashed
+        (a blob, an output), even though it is younger than the clock's granularity.
+
+        The clock rule guards against a writer still writing in the same tick; here the
+        writer was us, done and renamed into place (read-only), so re-reading the file to
+        learn what we know would only cost a no-op build its O(1)."""
+        try:
+            self._record(os.stat(path), kind or digest.algo, digest)
+        except OSError:
             pass
 
 
@@ -117,4 +167,7 @@ class NullStatCache:
         return compute(Path(path), algo)
 
     def forget(self, path) -> None:
+        return None
+
+    def remember_written(self, path, digest, kind=None) -> None:
         return None

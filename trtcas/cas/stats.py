@@ -22,6 +22,15 @@ class StoreStats:
     pins: int
     hits: int
     misses: int
+    codec_blobs: int = 0  # tensors stored as codec frames (byte planes or deltas)
+    delta_blobs: int = 0  # of those, XOR deltas against a parent tensor
+    delta_logical_bytes: int = 0
+    delta_disk_bytes: int = 0
+
+    @property
+    def delta_saved_bytes(self) -> int:
+        """What storing fine-tuned tensors as deltas saved (their content minus their files)."""
+        return self.delta_logical_bytes - self.delta_disk_bytes
 
     @property
     def compression_saved_bytes(self) -> int:
@@ -33,16 +42,22 @@ class StoreStats:
         return self.hits / lookups if lookups else None
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"compression_saved_bytes": self.compression_saved_bytes, "hit_rate": self.hit_rate}
+        return asdict(self) | {"compression_saved_bytes": self.compression_saved_bytes, "hit_rate": self.hit_rate,
+                               "delta_saved_bytes": self.delta_saved_bytes}
 
 
 def store_stats(store: ContentStore) -> StoreStats:
-    raw = zstd = disk = logical = 0
+    raw = zstd = disk = logical = frames = deltas = delta_logical = delta_disk = 0
     for blob in store.blobs.iter_blobs():
         zstd += blob.compressed
-        raw += not blob.compressed
+        frames += blob.frame
+        raw += not (blob.compressed or blob.frame)
         disk += blob.stored_size
         logical += blob.digest.size
+        if blob.frame and store.blobs.parent_of(blob) is not None:
+            deltas += 1
+            delta_logical += blob.digest.size
+            delta_disk += blob.stored_size
     actions = action_bytes = 0
     for entry in store.actions.iter_entries():
         actions += 1
@@ -52,7 +67,7 @@ def store_stats(store: ContentStore) -> StoreStats:
     return StoreStats(
         cache_dir=str(store.root),
         algo=store.algo,
-        blobs=raw + zstd,
+        blobs=raw + zstd + frames,
         raw_blobs=raw,
         zstd_blobs=zstd,
         disk_bytes=disk,
@@ -63,4 +78,8 @@ def store_stats(store: ContentStore) -> StoreStats:
         pins=len(store.pins.all()),
         hits=counts.get("ac_hit", 0),
         misses=counts.get("ac_miss", 0),
+        codec_blobs=frames,
+        delta_blobs=deltas,
+        delta_logical_bytes=delta_logical,
+        delta_disk_bytes=delta_disk,
     )

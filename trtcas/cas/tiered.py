@@ -20,10 +20,11 @@ timeouts instead of one per action.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
-from typing import NamedTuple
+from typing import Collection, NamedTuple
 
-from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.actioncache import ActionResult, entry_problem
 from trtcas.cas.blobstore import DigestMismatch
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LOCAL, REMOTE, MISS = "local", "remote", "miss"
 _REFUSED = (401, 403)  # credentials refused: asking again gets the same answer
+FREE_SPACE_RESERVE = 16 << 20  # a download never leaves the cache's disk with less than this
 
 
 class ActionLookup(NamedTuple):
@@ -68,15 +70,19 @@ class TieredStore:
         self._uploads_refused = False
 
     # ---- reading ----------------------------------------------------------------------
-    def get_action(self, key: Digest) -> ActionLookup:
-        """The action's result from the local cache, else from the remote (then made local)."""
-        result = self.local.actions.get(key)
+    def get_action(self, key: Digest, outputs: Collection[str] = ()) -> ActionLookup:
+        """The action's result from the local cache, else from the remote (then made local).
+
+        ``outputs`` are the names the action declares (empty: not declared); an entry that
+        does not fit them, or names unsafe outputs, is a miss (``actioncache.entry_problem``).
+        """
+        result = self.local.actions.get(key, outputs=outputs)
         if result is not None:
             return ActionLookup(result, LOCAL)
         if self._lookups_refused or not self._remote_on():
             return ActionLookup(None, MISS)
         try:
-            result = self._fetch_action(key)
+            result = self._fetch_action(key, outputs)
         except Exception as exc:  # a remote fault never fails a build
             message = f"remote cache lookup of action {key.short} failed, treated as a miss: {_one_line(exc)}"
             if _refused(exc):
@@ -87,7 +93,7 @@ class TieredStore:
         self.local.counters.add("remote_hit" if result is not None else "remote_miss")
         return ActionLookup(result, REMOTE if result is not None else MISS)
 
-    def _fetch_action(self, key: Digest) -> ActionResult | None:
+    def _fetch_action(self, key: Digest, outputs: Collection[str] = ()) -> ActionResult | None:
         remote = self.remote
         data = remote.get_action(key)
         if data is None:
@@ -96,11 +102,21 @@ class TieredStore:
             result = ActionResult.from_bytes(data)
         except Exception as exc:
             raise TrtcasError(f"its action entry is not a trtcas ActionResult ({_one_line(exc)})") from None
+        problem = entry_problem(result, outputs)
+        if problem:
+            raise TrtcasError(f"its action entry does not fit the action: {problem}; nothing was stored")
+        max_blob = self.local.settings.remote_max_blob_size
         for digest in dict.fromkeys(result.referenced()):
             if digest.algo != self.local.algo:
                 raise TrtcasError(f"its action entry names a {digest.algo} blob; this cache uses {self.local.algo}")
             if self.local.blobs.has(digest):
                 continue
+            if digest.size > max_blob:
+                raise TrtcasError(
+                    f"its action entry names a {digest.size}-byte blob, over this cache's remote-max-blob-size "
+                    f"({max_blob} bytes; raise it with `trtcas cache config remote-max-blob-size`)"
+                )
+            _check_free_space(self.local, digest)
             if not remote.trusts(digest):
                 log.info("remote hit for %s needs %s, which the remote served wrong before: miss", key.short, digest.short)
                 return None
@@ -118,9 +134,9 @@ class TieredStore:
         self.local.actions.put(key, result)
         return result
 
-    def lookup(self, key: Digest) -> tuple[ActionResult, str] | None:
+    def lookup(self, key: Digest, outputs: Collection[str] = ()) -> tuple[ActionResult, str] | None:
         """The executor's view: (result, "cached" or "remote"), or None for a miss."""
-        found = self.get_action(key)
+        found = self.get_action(key, outputs)
         if found.result is None:
             return None
         return found.result, "remote" if found.source == REMOTE else "cached"
@@ -190,6 +206,19 @@ class TieredStore:
         log.warning("%s", message)
         with self._lock:
             self.warnings.append(message)
+
+
+def _check_free_space(local: ContentStore, digest: Digest) -> None:
+    """Refuse a download the cache's disk cannot hold (with room to spare)."""
+    try:
+        free = shutil.disk_usage(local.root).free
+    except OSError:
+        return
+    if digest.size + FREE_SPACE_RESERVE > free:
+        raise TrtcasError(
+            f"blob {digest.short} ({digest.size} bytes) does not fit in the {free} bytes free under {local.root}; "
+            "free space or run `trtcas cache gc`"
+        )
 
 
 def _refused(exc: BaseException) -> bool:

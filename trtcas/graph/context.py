@@ -23,6 +23,7 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey
 from trtcas.graph.interrupt import BuildCancelled, cancel_requested, track_scratch, untrack_scratch
 from trtcas.graph.rule import RuleRegistry
+from trtcas.oserrors import describe_os_error
 
 
 class ActionFailed(TrtcasError):
@@ -54,7 +55,8 @@ class StoreRunContext:
     """The RunContext (see graph.rule.RunContext) of a rule running against a local store."""
 
     def __init__(self, action: Action, store: ContentStore, sources: Mapping[str, Path],
-                 digests: Mapping[str, Digest], scratch: Path, observer: ActionObserver | None = None):
+                 digests: Mapping[str, Digest], scratch: Path, previous: Mapping[str, Digest] | None = None,
+                 observer: ActionObserver | None = None):
         self.action_id = action.id
         self.params = action.params
         self.scratch = scratch
@@ -62,6 +64,7 @@ class StoreRunContext:
         self._store = store
         self._sources = sources
         self._digests = digests
+        self._previous = previous or {}
         self.lines: list[str] = []
         self._observer = observer or NullObserver()
 
@@ -84,6 +87,10 @@ class StoreRunContext:
     def get_bytes(self, digest: Digest) -> bytes:
         return self._store.blobs.get_bytes(digest)
 
+    def get_view(self, digest: Digest) -> memoryview:
+        """A blob's content, verified, read-only, without a copy (mapped or decoded)."""
+        return self._store.blobs.content_view(digest)
+
     def open_blob(self, digest: Digest) -> BinaryIO:
         return self._store.blobs.open(digest)
 
@@ -92,6 +99,12 @@ class StoreRunContext:
 
     def put_file(self, path: Path) -> Digest:
         return self._store.blobs.put_file(path)
+
+    def put_tensor(self, data: Any, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+        return self._store.blobs.put_tensor(data, dtype, parent)
+
+    def previous_output(self, name: str) -> Digest | None:
+        return self._previous.get(name)
 
     def log(self, message: str) -> None:
         self.lines.append(message)
@@ -107,7 +120,8 @@ class StoreRunContext:
 
 
 def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest], sources: Mapping[str, Path],
-                   store: ContentStore, registry: RuleRegistry, observer: ActionObserver | None = None) -> ActionResult:
+                   store: ContentStore, registry: RuleRegistry, previous: Mapping[str, Digest] | None = None,
+                   observer: ActionObserver | None = None) -> ActionResult:
     """Run ``action``'s rule against ``store``; store its outputs and log; return the result
     (not yet recorded in the action cache: the caller does that under the key lock). A rule
     that fails still leaves its log in the store (``ActionFailed.log``)."""
@@ -115,12 +129,13 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
     store.layout.tmp_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.layout.tmp_root))
     track_scratch(scratch)
-    context = StoreRunContext(action, store, sources, digests, scratch, observer)
+    context = StoreRunContext(action, store, sources, digests, scratch, previous, observer)
     start = time.perf_counter()
     try:
         try:
-            produced = rule.run(context)
-            outputs = {name: _store_output(store, value) for name, value in produced.items()}
+            with store.blobs.batch():  # one flush for all the action's blobs, before its entry is recorded
+                produced = rule.run(context)
+                outputs = {name: _store_output(store, value) for name, value in produced.items()}
             _check_sources_unchanged(store, sources, digests)
         except BuildCancelled:
             raise
@@ -144,11 +159,13 @@ def _store_log(store: ContentStore, lines: list[str]) -> Digest | None:
 def _failure(exc: Exception, context: StoreRunContext, store: ContentStore) -> ActionFailed:
     """The rule's error with its log kept; an unexpected exception keeps its traceback
     in that log (the one-line message stays readable)."""
-    if not isinstance(exc, TrtcasError):
+    if isinstance(exc, TrtcasError):
+        message = str(exc)
+    elif isinstance(exc, OSError):  # a full disk, a permission: said as the OS says it
+        message = describe_os_error(exc)
+    else:
         context.lines.append("".join(traceback.format_exception(exc)).rstrip())
         message = f"{type(exc).__name__}: {exc}"
-    else:
-        message = str(exc)
     try:
         log = _store_log(store, context.lines)
     except Exception:  # a full disk must not hide the rule's own error
@@ -162,7 +179,7 @@ def _store_output(store: ContentStore, value: Any) -> Digest:
             raise ActionFailed(f"rule returned {value} but never stored it")
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return store.blobs.put_bytes(bytes(value))
+        return store.blobs.put_bytes(value)  # no copy: an engine plan can be as large as the model
     if isinstance(value, Path):
         return store.blobs.put_file(value)
     raise ActionFailed(f"rule returned an output of type {type(value).__name__}; expected bytes, Path or Digest")

@@ -26,6 +26,7 @@ class Span:
     start_s: float
     end_s: float
     worker: int
+    node: str = ""  # the build-farm node it ran on ("" = this process): one track per node
 
 
 def write_execution_log(path: str | os.PathLike, records: list[ActionRecord]) -> None:
@@ -34,13 +35,16 @@ def write_execution_log(path: str | os.PathLike, records: list[ActionRecord]) ->
 
 
 def write_trace(path: str | os.PathLike, spans: list[Span], build_start_s: float) -> None:
-    """Chrome trace-event format: complete ('X') events in microseconds, a thread per worker."""
-    events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "trtcas build"}}]
-    for worker in sorted({s.worker for s in spans}):
-        events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": worker, "args": {"name": f"worker {worker}"}})
+    """Chrome trace-event format: complete ('X') events in microseconds; a process track per
+    node (1 = this one), a thread per worker."""
+    nodes = {"": 1} | {node: i + 2 for i, node in enumerate(sorted({s.node for s in spans} - {""}))}
+    events = [{"name": "process_name", "ph": "M", "pid": pid, "args": {"name": node or "trtcas build"}}
+              for node, pid in nodes.items()]
+    for node, worker in sorted({(s.node, s.worker) for s in spans}):
+        events.append({"name": "thread_name", "ph": "M", "pid": nodes[node], "tid": worker, "args": {"name": f"worker {worker}"}})
     for span in spans:
         events.append({
-            "name": span.action_id, "cat": span.rule, "ph": "X", "pid": 1, "tid": span.worker,
+            "name": span.action_id, "cat": span.rule, "ph": "X", "pid": nodes[span.node], "tid": span.worker,
             "ts": round((span.start_s - build_start_s) * 1e6, 3),
             "dur": round((span.end_s - span.start_s) * 1e6, 3),
             "args": {"status": span.status, "rule": span.rule},

@@ -30,11 +30,17 @@ class ActionRecord:
     # so running the build again rebuilds it instead of failing.
     retryable: bool = False
     log: str | None = None  # digest of the rule's log (its last run; failed runs too): `trtcas log`
+    # Where it ran: the Ray node's hex id (the driver's for actions decided or run locally;
+    # None without a farm), the host name, and how long it waited for a farm worker.
+    node_id: str | None = None
+    host: str | None = None
+    queue_seconds: float = 0.0
 
     def to_dict(self, with_components: bool = False) -> dict[str, Any]:
         data = {
             "id": self.id, "rule": self.rule, "status": self.status, "seconds": round(self.seconds, 6),
             "key": self.key, "inputs": dict(self.inputs), "outputs": dict(self.outputs),
+            "node_id": self.node_id, "host": self.host, "queue_seconds": round(self.queue_seconds, 6),
         }
         if self.error:
             data["error"] = self.error

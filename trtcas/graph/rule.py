@@ -33,6 +33,11 @@ class RunContext(Protocol):
     def open_blob(self, digest: Digest) -> BinaryIO: ...
     def put_bytes(self, data: bytes) -> Digest: ...
     def put_file(self, path: Path) -> Digest: ...
+    # Optional (a store with weight codecs): a tensor's bytes, its dtype, and the digest of
+    # its previous version to store it as a delta against; and this action's outputs in the
+    # target's last build (see graph.runner.Invocation.previous_outputs).
+    # def put_tensor(self, data, dtype: str | None, parent: Digest | None) -> Digest: ...
+    # def previous_output(self, name: str) -> Digest | None: ...
     def log(self, message: str) -> None: ...
 
 
@@ -65,6 +70,11 @@ ExplainFunction = Callable[[ExplainInput], list[Any]]
 # Optional: (action id, records of the build by id) -> lines saying whether this action
 # shared its key with its siblings (e.g. tensor-parallel ranks) and, if not, why.
 SharingFunction = Callable[[str, Mapping[str, Mapping[str, Any]]], list[str]]
+# Optional: (params, the fingerprint fields in the action's key) -> the build-farm resources a
+# host must offer to run it, e.g. ("trtcas/sm86", "trtcas/tensorrt_rtx=1.7.1.116") (see
+# graph.placement). The key's own fields are used, so an action runs only where the
+# environment its key claims exists.
+PlacementFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class Rule:
     # How each output is placed in the output dir, by format name (see graph.outputs);
     # outputs not named here are plain files.
     output_formats: Mapping[str, str] = field(default_factory=dict)
+    placement: PlacementFunction | None = None
+    # The names of the outputs every run returns. When declared, a cached entry (local or
+    # remote) naming any other set is a miss, and so is a run that returns another set;
+    # empty means "not declared" and only the names' safety is checked.
+    outputs: tuple[str, ...] = ()
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

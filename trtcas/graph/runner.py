@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -27,9 +28,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Callable, Collection, Iterator, Mapping, Protocol
 
-from trtcas.cas.actioncache import ActionResult
+from trtcas.cas.actioncache import ActionResult, entry_problem
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
@@ -43,6 +44,7 @@ from trtcas.graph.fingerprint import Fingerprint, collect_fingerprint
 from trtcas.graph.records import Span
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.rule import RULES, Rule, RuleRegistry
+from trtcas.oserrors import describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class ActionCacheTier(Protocol):
 
     warnings: list[str]
 
-    def lookup(self, key: Digest) -> tuple[ActionResult, str] | None: ...
+    def lookup(self, key: Digest, outputs: Collection[str] = ()) -> tuple[ActionResult, str] | None: ...
     def record(self, key: Digest, result: ActionResult) -> None: ...
 
 
@@ -69,6 +71,9 @@ class Invocation:
     key: ActionKey
     inputs: Mapping[str, Digest]
     sources: Mapping[str, str] = field(default_factory=dict)
+    # This action's outputs in the target's last build: hints for storing the new ones
+    # (a fine-tuned tensor as a delta against its previous version); never keyed.
+    previous_outputs: Mapping[str, Digest] = field(default_factory=dict)
 
 
 # Runs a rule somewhere and returns its result, its outputs already in the store the
@@ -114,9 +119,11 @@ class ActionRunner:
         fingerprint: Fingerprint | None = None,
         tier: ActionCacheTier | None = None,
         registry: RuleRegistry = RULES,
+        previous_outputs: Mapping[str, Mapping[str, Digest]] | None = None,
         observer: ActionObserver | None = None,
     ):
         self.store = store
+        self.previous_outputs = previous_outputs or {}
         self.base_dir = Path(base_dir)
         self.fingerprint = fingerprint or collect_fingerprint()
         self.tier = tier or TieredStore(store)
@@ -128,11 +135,12 @@ class ActionRunner:
         self._outcomes: dict[str, Outcome] = {}
         self._source_digests: dict[Path, Digest] = {}
         self._worker_ids: dict[int, int] = {}
+        self.node_id: str | None = None  # this host's build-farm node id, when a scheduler has one
 
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
                               {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry,
-                              self.observer)
+                              invocation.previous_outputs, self.observer)
 
     # ---- one action, timed and recorded -------------------------------------------------
     def run(self, action: Action, dry_run: bool = False, invoke: Invoke | None = None) -> ActionRecord:
@@ -143,7 +151,8 @@ class ActionRunner:
             self._span(action, "cancelled", start)
             return ActionRecord(action.id, action.rule, "cancelled", time.perf_counter() - start, reason="cancelled")
         except Exception as exc:
-            message = str(exc) if isinstance(exc, TrtcasError) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, TrtcasError) else \
+                describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TrtcasError):
                 log.debug("action %s crashed:\n%s", action.id, traceback.format_exc())
             self._span(action, "failed", start)
@@ -152,7 +161,8 @@ class ActionRunner:
                                 error=f"{action.id}: {message}", retryable=lost_blob,
                                 log=str(exc.log) if getattr(exc, "log", None) else None)
         self._outcomes[action.id] = outcome
-        self._span(action, outcome.status, start)
+        node_id, host, queued = self._where(outcome)
+        self._span(action, outcome.status, start, f"{host} {node_id}" if node_id != self.node_id else "")
         outputs = {n: str(d) for n, d in outcome.result.outputs.items()} if outcome.result else {}
         return ActionRecord(
             action.id, action.rule, outcome.status, time.perf_counter() - start,
@@ -160,12 +170,21 @@ class ActionRunner:
             inputs={n: str(d) for n, d in outcome.inputs.items()}, outputs=outputs, reason=outcome.reason,
             key_components=outcome.key.components if outcome.key else None,
             log=str(outcome.result.log) if outcome.result and outcome.result.log else None,
+            node_id=node_id, host=host, queue_seconds=queued,
         )
 
-    def _span(self, action: Action, status: str, start: float) -> None:
+    def _where(self, outcome: Outcome) -> tuple[str | None, str, float]:
+        """(node id, host, queue seconds) of where the action ran: a farm worker reports it in
+        the result of what it built; everything else was decided here."""
+        if outcome.status == "built" and outcome.result and outcome.result.metadata.get("node_id"):
+            meta = outcome.result.metadata
+            return str(meta["node_id"]), outcome.result.host, float(meta.get("queue_seconds", 0.0))
+        return self.node_id, socket.gethostname(), 0.0
+
+    def _span(self, action: Action, status: str, start: float, node: str = "") -> None:
         worker = self._worker_ids.setdefault(threading.get_ident(), len(self._worker_ids))
         offset = time.time() - time.perf_counter()
-        self.spans.append(Span(action.id, action.rule, status, start + offset, time.time(), worker))
+        self.spans.append(Span(action.id, action.rule, status, start + offset, time.time(), worker, node))
 
     # ---- the steps ------------------------------------------------------------------------
     def resolve_inputs(self, action: Action) -> tuple[dict[str, Digest], dict[str, Path], str | None]:
@@ -206,7 +225,8 @@ class ActionRunner:
         if first is not None:
             result = first.result()
             return Outcome("shared", key, digests, result, reason="same key as another action in this build")
-        invocation = Invocation(action, key, digests, {n: str(p) for n, p in sources.items()})
+        invocation = Invocation(action, key, digests, {n: str(p) for n, p in sources.items()},
+                                self.previous_outputs.get(action.id, {}))
         try:
             status, result = self._obtain(invocation, dry_run, invoke)
         except BaseException as exc:
@@ -217,16 +237,20 @@ class ActionRunner:
 
     def _obtain(self, invocation: Invocation, dry_run: bool, invoke: Invoke) -> tuple[str, ActionResult | None]:
         key = invocation.key.digest
-        hit = self.tier.lookup(key)
+        outputs = self.registry.get(invocation.action.rule).outputs
+        hit = self.tier.lookup(key, outputs)
         if hit is not None:
             return hit[1], hit[0]
         if dry_run:
             return "would-build", None
         raise_if_cancelled()
         with key_lock(self.store, key):
-            again = self.store.actions.get(key, count=False)  # another process may have built it meanwhile
+            again = self.store.actions.get(key, count=False, outputs=outputs)  # another process may have built it
             if again is not None:
                 return "cached", again
             result = invoke(invocation)
+            problem = entry_problem(result, outputs)
+            if problem:
+                raise ActionFailed(f"the rule's result {problem}; nothing was cached (a bug in the rule)")
             self.tier.record(key, result)
             return "built", result

@@ -52,6 +52,7 @@ SCHEMES = ("http", "https")
 
 MAX_ACTION_ENTRY_BYTES = 16 << 20  # an AC entry is a few KB; anything this big is not one
 MAX_DRAINED_BYTES = 64 << 10  # error pages are read to keep the connection; bigger bodies close it
+DEADLINE_BYTES_PER_S = 16 << 20  # a request's overall deadline grows by 1 s per this many bytes
 _PUT_OK = (200, 201, 204)
 # What a kept-alive connection that the server closed meanwhile looks like on the next request.
 _STALE_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -139,9 +140,11 @@ class HttpRemote:
     Thread-safe; each thread gets its own keep-alive connection. One instance per remote per
     process: the circuit breaker and the list of blobs the remote got wrong live here.
 
-    ``timeout`` bounds connecting and each socket read or write, not a whole transfer (a
-    10 GB engine may take minutes; a server that stops sending is caught within
-    ``timeout``). ``retries`` is how many more attempts a transport fault or 5xx gets, after
+    ``timeout`` bounds connecting and each socket read or write. ``deadline_s`` bounds a whole
+    request, retries included, plus 1 s per ``DEADLINE_BYTES_PER_S`` of its body (a 10 GB
+    engine may take minutes): a server that drips bytes slowly enough to keep every read
+    under ``timeout`` is cut off there, and that counts as a failure for the circuit
+    breaker, like a stalled one. ``retries`` is how many more attempts a transport fault or 5xx gets, after
     ``backoff_s``, then twice that, and so on. ``failure_threshold`` consecutive requests
     that failed even so turn the remote off for the rest of the process.
     """
@@ -152,6 +155,7 @@ class HttpRemote:
         algo: str = DEFAULT_ALGO,
         *,
         timeout: float = 30.0,
+        deadline_s: float = 120.0,
         retries: int = 2,
         backoff_s: float = 0.2,
         failure_threshold: int = 3,
@@ -167,6 +171,7 @@ class HttpRemote:
         self.url = self.endpoint.display
         self.algo = check_algo(algo)
         self.timeout = timeout
+        self.deadline_s = deadline_s
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
         self._credentials = resolve_credentials(url_user, url_password, token, user, password, env)
@@ -232,7 +237,7 @@ class HttpRemote:
                 raise DigestMismatch(f"{self.url} announced {response.length} bytes for {digest}")
             return consume(ResponseBody(response))
 
-        return self._call("GET", path, on_response)
+        return self._call("GET", path, on_response, size=digest.size)
 
     def put_blob(self, digest: Digest, open_stream: Callable[[], BinaryIO]) -> None:
         """Upload ``digest``'s bytes, streamed from ``open_stream()`` (called once per attempt,
@@ -320,14 +325,24 @@ class HttpRemote:
         on_response: Callable[[http.client.HTTPResponse], T],
         body: Callable[[], BinaryIO] | bytes | None = None,
         length: int = 0,
+        size: int = 0,
     ) -> T:
-        """One protocol request, retried with exponential backoff on transport faults and 5xx."""
+        """One protocol request, retried with exponential backoff on transport faults and 5xx,
+        all within one overall deadline (see the class docstring)."""
         self._breaker.check(self.url)
+        budget = self.deadline_s + max(size, length) / DEADLINE_BYTES_PER_S
+        deadline = time.monotonic() + budget
         attempt = 0
         while True:
+            watchdog = _Watchdog(deadline - time.monotonic())
             try:
-                result = self._attempt(method, path, on_response, body, length)
+                with watchdog:
+                    result = self._attempt(method, path, on_response, body, length, watchdog)
             except _TransportError as exc:
+                if watchdog.expired or time.monotonic() >= deadline:
+                    message = f"{method} {self.url}{path}: not done within its {budget:.0f}s deadline (slow or stalled)"
+                    self._breaker.failure(message)
+                    raise RemoteUnavailable(message) from None
                 if attempt < self.retries:
                     delay = self.backoff_s * (2**attempt)
                     log.debug("retrying %s %s%s in %.2fs: %s", method, self.url, path, delay, exc)
@@ -344,21 +359,23 @@ class HttpRemote:
             self._breaker.success()
             return result
 
-    def _attempt(self, method, path, on_response, body, length):
+    def _attempt(self, method, path, on_response, body, length, watchdog: "_Watchdog"):
         # The upload stream is opened outside the network's try: a missing local blob is
         # not a connection failure and must not be retried or trip the breaker.
         stream = body() if callable(body) else None
         try:
             conn, reused = self._connection()
+            watchdog.watch(conn)
             try:
                 response, broken = self._send(conn, method, path, _payload(stream, body, length), length)
             except _TransportError as exc:
-                if not (reused and exc.stale):
+                if not (reused and exc.stale) or watchdog.expired:
                     raise
                 if stream is not None:
                     stream.close()
                     stream = body()
                 conn, _ = self._connection()
+                watchdog.watch(conn)
                 response, broken = self._send(conn, method, path, _payload(stream, body, length), length)
             self._local.reused = True
             try:
@@ -423,6 +440,42 @@ class HttpRemote:
             self._connections.discard(conn)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
+
+
+class _Watchdog:
+    """Cuts a request's connection when its deadline passes: a socket timeout fires only when
+    nothing arrives for that long, so a server sending a byte a second would never trip it.
+    Shutting the socket down makes whatever read or write is blocked fail at once."""
+
+    def __init__(self, seconds: float):
+        self.expired = seconds <= 0
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def watch(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._conn = conn
+        if self.expired:
+            self._fire()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._conn.sock if self._conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
 
 
 def _payload(stream: BinaryIO | None, body, length: int):

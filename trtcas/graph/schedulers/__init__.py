@@ -8,12 +8,14 @@ register by name in ``SCHEDULERS`` (entry point group ``trtcas.schedulers``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import inspect
+from typing import Any, Callable, Mapping, Protocol
 
 import networkx as nx
 
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.runner import ActionRunner
+from trtcas.errors import TrtcasError
 from trtcas.registry import Registry
 
 
@@ -44,5 +46,33 @@ class Scheduler(Protocol):
 SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry("scheduler", entry_point_group="trtcas.schedulers")
 
 
+# The target file's (or user config's) [execution] table; flags override it.
+EXECUTION_KEYS = frozenset({"scheduler", "address"})
+
+
 def open_scheduler(name: str, **options: Any) -> Scheduler:
-    return SCHEDULERS.get(name)(**options)
+    """The scheduler ``name``, given the options its factory takes (a local pool has no
+    cluster address; ``None`` means "not given")."""
+    factory = SCHEDULERS.get(name)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return factory(**{k: v for k, v in options.items() if v is not None})
+
+
+def execution_settings(section: Any, scheduler: str | None, address: str | None) -> tuple[str, str | None]:
+    """(scheduler name, cluster address): flags first, then the ``[execution]`` table."""
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise TrtcasError("[execution] must be a table, e.g. scheduler = \"ray\"")
+    unknown = set(section) - EXECUTION_KEYS
+    if unknown:
+        raise TrtcasError(f"[execution]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(EXECUTION_KEYS))}")
+    for key in EXECUTION_KEYS & set(section):
+        if not isinstance(section[key], str) or not section[key].strip():
+            raise TrtcasError(f"[execution] {key} = {section[key]!r}: must be a non-empty string")
+    name = scheduler or section.get("scheduler") or "threads"
+    if name not in SCHEDULERS:
+        raise TrtcasError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS.names())}")
+    return name, address or section.get("address")

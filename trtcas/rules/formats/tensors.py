@@ -1,8 +1,13 @@
 """Tensors in the CAS: one blob per tensor, a manifest per set, and back to arrays or files.
 
 Rules reach the store only through their run context, which offers ``put_bytes`` and
-``get_bytes``; these helpers take any such object. ``SafetensorsOutput`` is the output
-format (see ``graph.outputs``) that places a manifest as a ``.safetensors`` file.
+``get_bytes`` (and, where the store has weight codecs, ``put_tensor``); these helpers take
+any such object. A tensor is handed to the store as a view of the array (no copy) with its
+dtype, and with its *parent*, the same-named tensor of the same shape and dtype in the
+manifest this action produced last time, so a fine-tune is stored as deltas.
+``SafetensorsOutput`` is the output format (see ``graph.outputs``) that places a manifest
+as a ``.safetensors`` file, and knows a file it placed by its stat signature, so a no-op
+build re-reads nothing.
 """
 
 from __future__ import annotations
@@ -33,19 +38,47 @@ class BlobReader(Protocol):
     def get_bytes(self, digest: Digest) -> bytes: ...
 
 
-def store_tensors(blobs: BlobWriter, tensors: Iterable[tuple[str, np.ndarray]]) -> TensorManifest:
-    """Store each tensor as its own blob; returns the manifest (safetensors dtype codes)."""
+def store_tensors(blobs: BlobWriter, tensors: Iterable[tuple[str, np.ndarray]],
+                  previous: TensorManifest | None = None) -> TensorManifest:
+    """Store each tensor as its own blob; returns the manifest (safetensors dtype codes).
+
+    ``previous``: the manifest of an earlier version of these tensors; a tensor whose name,
+    dtype and shape match one there is offered to the store with that one as its delta
+    parent (the store decides whether a delta pays)."""
+    put_tensor = getattr(blobs, "put_tensor", None)
+    parents = {e.name: e for e in previous.entries} if previous is not None else {}
     entries = []
     for name, array in tensors:
-        digest = blobs.put_bytes(bytes(raw_bytes(array)))
-        entries.append(TensorEntry(name, dtype_code(array.dtype), tuple(array.shape), digest))
+        code, shape = dtype_code(array.dtype), tuple(array.shape)
+        if put_tensor is None:
+            digest = blobs.put_bytes(bytes(raw_bytes(array)))
+        else:
+            old = parents.get(name)
+            parent = old.digest if old is not None and old.dtype == code and old.shape == shape else None
+            digest = put_tensor(raw_bytes(array), code, parent)
+        entries.append(TensorEntry(name, code, shape, digest))
     return TensorManifest.of(entries)
 
 
+def previous_manifest(ctx: Any, output: str) -> TensorManifest | None:
+    """The manifest ``output`` of this action held in the target's last build (delta
+    parents for a fine-tune), or None: no earlier build, or it is gone from the store."""
+    previous = getattr(ctx, "previous_output", None)
+    digest = previous(output) if previous is not None else None
+    if digest is None:
+        return None
+    try:
+        return TensorManifest.from_bytes(ctx.get_bytes(digest))
+    except (TrtcasError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_tensors(blobs: BlobReader, manifest: TensorManifest) -> dict[str, np.ndarray]:
-    """name -> array, read (and verified) from the store."""
+    """name -> read-only array, read (and verified) from the store: mapped where a tensor is
+    stored raw, the decoded buffer itself where it is encoded, never copied again."""
+    read = getattr(blobs, "get_view", None) or blobs.get_bytes
     return {
-        e.name: np.frombuffer(blobs.get_bytes(e.digest), dtype=numpy_dtype(e.dtype)).reshape(e.shape)
+        e.name: np.frombuffer(read(e.digest), dtype=numpy_dtype(e.dtype)).reshape(e.shape)
         for e in manifest.entries
     }
 
@@ -56,27 +89,49 @@ def _same_tensors(a: TensorManifest, b: TensorManifest) -> bool:
     return view(a) == view(b)
 
 
+def _kind(algo: str) -> str:
+    """The stat cache's name for "the manifest digest of a .safetensors file"."""
+    return f"{algo}+safetensors-manifest"
+
+
 class SafetensorsOutput:
     """An output that is a tensor manifest, placed as one ``.safetensors`` file (streamed,
-    atomic, read-only); a file that already holds exactly these tensors is left alone."""
+    atomic, read-only); a file that already holds exactly these tensors is left alone.
+
+    The stat cache maps the placed file's (inode, size, mtime, ctime) to the manifest's
+    digest, so "already holds these tensors" costs a stat; a file it does not know (edited,
+    or placed by another tool) is hashed tensor by tensor and compared."""
 
     def up_to_date(self, blobs: Any, statcache: Any, digest: Digest, dest: Path) -> bool:
         try:
+            if statcache.lookup(dest, digest.algo, _kind(digest.algo)) == digest:
+                return True
             manifest = TensorManifest.from_bytes(blobs.get_bytes(digest))
-            return dest.is_file() and _same_tensors(hash_tensors(dest, digest.algo), manifest)
+            same = dest.is_file() and _same_tensors(hash_tensors(dest, digest.algo), manifest)
         except (OSError, TrtcasError, ValueError):
             return False
+        if same:
+            statcache.digest_of(dest, digest.algo, lambda *_: digest, kind=_kind(digest.algo))
+        return same
 
     def place(self, blobs: Any, digest: Digest, dest: Path) -> None:
         manifest = TensorManifest.from_bytes(blobs.get_bytes(digest))
         slots = [TensorSlot(e.name, dtype_code(e.dtype), e.shape) for e in manifest.entries]
+        content = getattr(blobs, "content_view", None)
 
         def chunks(entry: TensorEntry):
+            if content is not None:  # decoded or mapped, verified, written in one piece
+                yield content(entry.digest)
+                return
             with blobs.open(entry.digest) as stream:
                 while chunk := stream.read(1 << 20):
                     yield chunk
 
         write_streamed(dest, slots, ((e.name, chunks(e)) for e in manifest.entries), mode=0o444)
+
+    def remember(self, statcache: Any, digest: Digest, dest: Path) -> None:
+        """Record that ``dest`` (just placed, or just checked) holds the manifest ``digest``."""
+        statcache.remember_written(dest, digest, _kind(digest.algo))
 
 
 SAFETENSORS_OUTPUT = SafetensorsOutput()

@@ -31,8 +31,7 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
-from trtcas.rules.formats.tensors import store_tensors
-from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, engine_actions, engine_settings
+from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, check_distinct_plans, engine_actions, engine_settings, engine_variants
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
 PARALLEL_KEYS = {"tp", "pp"}
@@ -40,6 +39,7 @@ PARALLEL_KEYS = {"tp", "pp"}
 
 # ---- rules ----------------------------------------------------------------------------------
 def run_convert(ctx) -> dict[str, Any]:
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.convert import iter_rank_tensors, trtllm_config
     from trtcas.rules.llm.hf import read_hf_config
     from trtcas.rules.llm.spec import ConvertSpec
@@ -48,7 +48,7 @@ def run_convert(ctx) -> dict[str, Any]:
     spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
                        quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
     hf_dir = ctx.input_path("hf")
-    manifest = store_tensors(ctx, iter_rank_tensors(hf_dir, spec, params["rank"]))
+    manifest = store_tensors(ctx, iter_rank_tensors(hf_dir, spec, params["rank"]), previous_manifest(ctx, "weights"))
     ctx.log(f"rank {params['rank']}: {len(manifest.entries)} tensors, {manifest.total_bytes} bytes")
     config = trtllm_config(read_hf_config(hf_dir), spec)
     return {"weights": manifest.to_bytes(), "config": json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"}
@@ -56,17 +56,19 @@ def run_convert(ctx) -> dict[str, Any]:
 
 def run_import_checkpoint(ctx) -> dict[str, Any]:
     """A TensorRT-LLM checkpoint rank already on disk -> the same outputs as convert."""
+    from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
-    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items())
+    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items(), previous_manifest(ctx, "weights"))
     return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
 
 
 CONVERT_RULE = Rule("llm.convert", 1, run_convert, fingerprint_fields=("pkg:numpy", "pkg:ml_dtypes"),
+                    outputs=("config", "weights"),
                     output_formats={"weights": "safetensors"},
                     doc="HF checkpoint -> one TensorRT-LLM rank, stored per tensor")
-IMPORT_RULE = Rule("llm.import_checkpoint", 1, run_import_checkpoint,
+IMPORT_RULE = Rule("llm.import_checkpoint", 1, run_import_checkpoint, outputs=("config", "weights"),
                    output_formats={"weights": "safetensors"},
                    doc="TensorRT-LLM checkpoint rank -> per-tensor manifest")
 
@@ -129,22 +131,31 @@ def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], sett
                           "re-convert it with pp = 1")
 
 
+def _write_checkpoint(config: Mapping[str, Any]) -> bool:
+    """``[output] checkpoint``: whether the converted checkpoint is placed in the output dir
+    (``checkpoint/``) or only kept in the cache (then only engines and build.json are)."""
+    output = config.get("output", {})
+    value = output.get("checkpoint", True) if isinstance(output, dict) else True
+    if not isinstance(value, bool):
+        raise TrtcasError(f"[output] checkpoint = {value!r}: must be true or false")
+    return value
+
+
 def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
     if settings["kind"] == "hf":
         params = {k: settings[k] for k in ("tp", "pp", "dtype", "quantization", "vocab_parallel")} | {"rank": rank}
+        placed = {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"}
         return Action(f"convert[rank{rank}]", "llm.convert", params, {"hf": InputRef(path=settings["source"])},
-                      {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"})
+                      placed if settings["checkpoint"] else {})
     return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank}, {"checkpoint": InputRef(path=settings["source"])})
 
 
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
-    model = _model_settings(config, base)
+    model = _model_settings(config, base) | {"checkpoint": _write_checkpoint(config)}
     settings = engine_settings(config)
-    if model["tp"] > 1 and "{rank}" not in settings.engine_name:
-        raise TrtcasError(f"[output] engine = {settings.engine_name!r} names one file for {model['tp']} ranks; "
-                          "put {rank} in it")
+    variants = engine_variants(config)
     shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}
-    engine_params = {**settings.engine_params(), "source": "trtllm", **shapes}
+    engine_params = {label: {**v.engine_params(), "source": "trtllm", **shapes} for label, v in variants}
     actions = []
     for rank in range(model["tp"]):
         weights = _weights_actions(model, rank)
@@ -152,16 +163,20 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
                   "source_config": InputRef(action=weights.id, output="config")}
         network = Action(f"network[rank{rank}]", "trt.network",
                          {**settings.common_params, "source": "trtllm", "rank": rank, **shapes}, source)
-        actions += [weights, network, *engine_actions(settings, rank, network, source, {**engine_params, "rank": rank})]
+        actions += [weights, network]
+        for label, variant in variants:
+            actions += engine_actions(variant, rank, network, source, {**engine_params[label], "rank": rank}, label=label)
     notes = () if settings.refittable else (settings.why,)
     if not settings.refittable and model["tp"] > 1:
         notes += (f"each of the {model['tp']} ranks builds its own engine because weights are embedded; "
                   "with a refit-capable backend, ranks with equal structure share one build",)
+    check_distinct_plans(actions)
     return PlannedTarget(tuple(actions), notes, notes_for_rules=("trt.engine",))
 
 
 PLANNER = Planner(
     "llm", lambda c: isinstance(c.get("model"), dict) and ("hf" in c["model"] or "checkpoint" in c["model"]), plan_llm,
-    schema={"model": frozenset(MODEL_KEYS), "parallel": frozenset(PARALLEL_KEYS), **ENGINE_SCHEMA},
+    schema={**ENGINE_SCHEMA, "model": frozenset(MODEL_KEYS), "parallel": frozenset(PARALLEL_KEYS),
+            "output": ENGINE_SCHEMA["output"] | {"checkpoint"}},
     selectors=("model.hf", "model.checkpoint"),
 )

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
-from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, engine_actions, engine_settings, spec_params
+from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, check_distinct_plans, engine_actions, engine_settings, engine_variants, spec_params
 
 
 def external_data_files(onnx_path: Path) -> list[str]:
@@ -53,8 +53,14 @@ def plan_onnx(config: Mapping[str, Any], base: Path) -> PlannedTarget:
         network_inputs[f"external_data{i}"] = InputRef(path=str(Path(onnx_rel).parent / name))
     profiles = spec_params(settings.spec)["profiles"]
     network = Action("network[rank0]", "trt.network", {**settings.common_params, "profiles": profiles}, network_inputs)
-    actions = [network] + engine_actions(settings, 0, network, {"onnx": InputRef(path=onnx_rel)}, settings.engine_params())
-    return PlannedTarget(tuple(actions), () if settings.refittable else (settings.why,), notes_for_rules=("trt.engine",))
+    actions = [network]
+    variants = engine_variants(config)
+    for label, variant in variants:
+        actions += engine_actions(variant, 0, network, {"onnx": InputRef(path=onnx_rel)}, variant.engine_params(),
+                                  label=label, rank_in_id=False)
+    embedded = [v.why for _, v in variants if not v.refittable]
+    check_distinct_plans(actions)
+    return PlannedTarget(tuple(actions), tuple(embedded[:1]), notes_for_rules=("trt.engine",))
 
 
 PLANNER = Planner(

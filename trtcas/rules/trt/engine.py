@@ -25,6 +25,7 @@ from trtcas.rules.trt.backend import MEMORY_POOLS, PRECISION_FLAGS, Backend
 from trtcas.rules.trt.monitor import progress_monitor
 from trtcas.rules.trt.native_stderr import native_stderr_to
 from trtcas.rules.trt.network import ParsedNetwork, Profile, apply_profiles
+from trtcas.rules.trt.target_gate import BUILD_GATE
 
 PRECISIONS = ("fp32",) + tuple(PRECISION_FLAGS)
 REFIT_CHOICES = ("auto", "yes", "no")
@@ -97,7 +98,7 @@ class EnginePlan:
     """A built plan with what it took: the log TensorRT wrote, wall seconds, and the
     effective builder config (the same dict :func:`effective_builder_config` returns)."""
 
-    plan: bytes
+    plan: bytes | memoryview
     log: tuple[str, ...]
     seconds: float
     effective_config: dict[str, Any]
@@ -193,14 +194,16 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
         config.progress_monitor = monitor
     mark = len(parsed.logger.lines)
     start = time.perf_counter()
-    with native_stderr_to(parsed.logger.native):  # Myelin's raw stderr lines join the build log
+    with BUILD_GATE.open_for(tuple(effective.get("targets") or ())), \
+            native_stderr_to(parsed.logger.native):  # see target_gate; Myelin's raw stderr lines join the build log
         serialized = parsed.builder.build_serialized_network(parsed.network, config)
     seconds = time.perf_counter() - start
     if serialized is None and monitor is not None and monitor.cancelled:
         raise BuildCancelled(f"building {parsed.source} was cancelled")
     if serialized is None:
         raise TrtcasError(_build_failure(backend, parsed, spec, refittable, parsed.logger.errors(mark)))
-    return EnginePlan(plan=bytes(memoryview(serialized)), log=tuple(parsed.logger.lines[mark:]),
+    # a view of TensorRT's host memory, not a copy: a plan is as large as the weights it embeds
+    return EnginePlan(plan=memoryview(serialized), log=tuple(parsed.logger.lines[mark:]),
                       seconds=seconds, effective_config=effective)
 
 

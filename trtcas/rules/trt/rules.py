@@ -33,6 +33,7 @@ from trtcas.cas.digest import Digest
 from trtcas.cas.manifest import TensorManifest
 from trtcas.errors import TrtcasError
 from trtcas.graph.explain import Change
+from trtcas.graph.placement import flavour_resource, sm_resource
 from trtcas.graph.rule import Rule
 from trtcas.rules.formats.tensors import load_tensors
 from trtcas.rules.trt.monitor import monitoring
@@ -55,6 +56,26 @@ def _engine_fields(params: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _refit_fields(params: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"{params['flavour']}_version", "gpu_sm", "cuda_runtime_version", "cuda_driver_version")
+
+
+# ---- placement on a build farm (graph.placement) ----------------------------------------
+def _flavour_needs(params: Mapping[str, Any], env: Mapping[str, Any]) -> tuple[str, ...]:
+    """The flavour at the exact version the key names."""
+    version = env.get(f"{params['flavour']}_version")
+    return (flavour_resource(params["flavour"], str(version)),) if version else ()
+
+
+def _engine_needs(params: Mapping[str, Any], env: Mapping[str, Any]) -> tuple[str, ...]:
+    """The flavour, and every SM the plan is compiled for (the AOT targets, or the GPU the
+    key names for a build on the GPU itself): one rule for every engine action."""
+    targets = params.get("effective_config", {}).get("targets") or ()
+    return _flavour_needs(params, env) + tuple(sm_resource(t) for t in targets)
+
+
+def _refit_needs(params: Mapping[str, Any], env: Mapping[str, Any]) -> tuple[str, ...]:
+    """Refitting deserializes the plan: it needs a GPU of the SM in the key."""
+    sm = env.get("gpu_sm")
+    return _flavour_needs(params, env) + ((sm_resource(str(sm)),) if sm else ())
 
 
 def plan_shaping(manifest: TensorManifest) -> TensorManifest:
@@ -197,21 +218,25 @@ def run_select_shaping(ctx) -> dict[str, Any]:
 
 
 NETWORK_RULE = Rule(
-    "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields,
+    "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields, placement=_flavour_needs,
+    outputs=("canonical", "io", "refit_names", "structure", "weights"),
     doc="ONNX file or TensorRT-LLM rank -> canonical network (structural digest) and per-tensor weights",
 )
 ENGINE_RULE = Rule(
-    "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields,
+    "trt.engine", 1, run_engine, dynamic_fingerprint=_engine_fields, outputs=("names", "plan"),
     unkeyed_inputs=frozenset({"onnx", "refit_names", "source_weights", "source_config"}),
-    cosmetic_params=frozenset({"rank"}),  # the rank lives in the weights; equal structure may share
-    explain=explain_engine, explain_sharing=rank_sharing_lines,
+    # "rank" lives in the weights, so equal structure may share. "spec" is the [engine] table as
+    # written: the key holds "effective_config" (read back from the builder) instead, so a
+    # setting written out equal to the builder's default keys as if it were left out.
+    cosmetic_params=frozenset({"rank", "spec"}),
+    explain=explain_engine, explain_sharing=rank_sharing_lines, placement=_engine_needs,
     doc="canonical network + builder config -> engine plan",
 )
 REFIT_RULE = Rule(
-    "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields,
+    "trt.refit", 1, run_refit, dynamic_fingerprint=_refit_fields, outputs=("plan",), placement=_refit_needs,
     doc="engine plan + one rank's weights -> refitted plan",
 )
 SHAPING_RULE = Rule(
-    "trt.plan_shaping_weights", 1, run_select_shaping,
+    "trt.plan_shaping_weights", 1, run_select_shaping, outputs=("weights",),
     doc="weights manifest -> the subset (integer/bool constants) that shapes an engine plan",
 )
