@@ -219,7 +219,7 @@ def run_select_shaping(ctx) -> dict[str, Any]:
 
 NETWORK_RULE = Rule(
     "trt.network", 1, run_network, dynamic_fingerprint=_flavour_fields, placement=_flavour_needs,
-    outputs=("canonical", "io", "refit_names", "structure", "weights"),
+    outputs=("canonical", "io", "layer_names", "refit_names", "structure", "weights"),
     doc="ONNX file or TensorRT-LLM rank -> canonical network (structural digest) and per-tensor weights",
 )
 ENGINE_RULE = Rule(
