@@ -102,13 +102,11 @@ def test_explain_one_line_per_change_cached_omitted_and_json_entries(conv):
     cli(conv, "build")
     cli(conv, "build", "--set", "engine.optimization_level=5")
     text = cli(conv, "explain").stdout.splitlines()
-    assert text == ["engine[rank0]: built",
-                    "    param effective_config.optimization_level 3 -> 5 (also spec.optimization_level)"]
+    assert text == ["engine[rank0]: built", "    param effective_config.optimization_level 3 -> 5"]
     assert "network[rank0]: cached" in cli(conv, "explain", "--all").stdout
     entries = json.loads(cli(conv, "explain", "--json").stdout)
     assert entries == [{"action": "engine[rank0]", "status": "built", "changes": [{
-        "component": "param effective_config.optimization_level", "before": 3, "after": 5, "detail": "",
-        "also": ["spec.optimization_level"]}]}]
+        "component": "param effective_config.optimization_level", "before": 3, "after": 5, "detail": ""}]}]
 
 
 def test_mermaid_labels_read_as_written(conv):

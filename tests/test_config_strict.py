@@ -82,7 +82,7 @@ def test_overrides_as_a_mapping_or_one_string(conv):
     with pytest.raises(TrtcasError, match="override engine.optimisation_level.*did you mean 'optimization_level'"):
         load_config(conv / "trtcas.toml", {"engine.optimisation_level": 5})
     result = trtcas.build(conv / "trtcas.toml", cache_dir=conv.parent / "cache", overrides={"engine.optimization_level": 2})
-    assert result.ok and result.action("engine[rank0]").key_components["params"]["spec"]["optimization_level"] == 2
+    assert result.ok and result.action("engine[rank0]").key_components["params"]["effective_config"]["optimization_level"] == 2
 
 
 @pytest.mark.parametrize("args, expected", [

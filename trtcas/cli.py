@@ -272,36 +272,6 @@ def split_target(target: Path, names: tuple[str, ...]) -> tuple[Path, tuple[str,
     return targets[0], actions
 
 
-def log_command(target: Path, action_id: str) -> str:
-    """The command that prints ``action_id``'s log (said in error messages)."""
-    import shlex
-
-    where = [] if target == Path("trtcas.toml") else [shlex.quote(str(target))]
-    return " ".join(["trtcas", "log", *where, shlex.quote(action_id)])
-
-
-def print_summary(result, dry_run: bool, said: set[str]) -> None:
-    """Notes and warnings (each once per run, however many targets) and the verdict line."""
-    for prefix, lines in (("note", result.notes), ("warning", result.warnings)):
-        for line in lines:
-            if line not in said:
-                said.add(line)
-                click.echo(f"{prefix}: {line}", err=True)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
-    verdict = "dry run" if dry_run else ("ok" if result.ok else ("CANCELLED" if result.cancelled else "FAILED"))
-    click.echo(f"{result.target}: {verdict} in {result.seconds:.2f}s ({counts})", err=True)
-
-
-def print_failures(target: Path, result) -> None:
-    """Each failed action's error, once, with the command that shows its log."""
-    for record in result.actions:
-        if record.status == "failed":
-            hint = f" (its log: {log_command(target, record.id)})" if record.log else ""
-            click.echo(f"trtcas: error: {record.error}{hint}", err=True)
-    if not result.ok and not any(r.status == "failed" for r in result.actions) and not result.cancelled:
-        click.echo(f"trtcas: error: {result.error}", err=True)
-
-
 @cli.command()
 @targets_argument
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=2, show_default=True, help="Actions run in parallel.")
@@ -324,6 +294,7 @@ def build(words, jobs, dry_run, as_json, profile, keep_going, verbose, quiet, sc
     from trtcas.config import find_targets
     from trtcas.graph.interrupt import cancel_on_sigint
     from trtcas.progress import ActionProgress
+    from trtcas.summary import print_failures, print_summary
 
     targets, action_names = find_targets(words)
     if profile and len(targets) > 1:
