@@ -202,6 +202,10 @@ class FetchingBlobs:
         self.ensure(digest)
         return self._local.materialize(digest, dest, mode)
 
+    def content_view(self, digest: Digest) -> memoryview:
+        self.ensure(digest)
+        return self._local.content_view(digest)
+
     def _note(self, digest: Digest) -> Digest:
         self.produced[digest] = None
         return digest
@@ -214,6 +218,9 @@ class FetchingBlobs:
 
     def put_file(self, path: str | os.PathLike) -> Digest:
         return self._note(self._local.put_file(path))
+
+    def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+        return self._note(self._local.put_tensor(data, dtype, parent))
 
 
 class WorkerStore:
