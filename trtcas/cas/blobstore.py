@@ -25,11 +25,13 @@ import os
 import shutil
 import stat
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
@@ -336,6 +338,30 @@ class BlobStore:
                 sync_filesystem(self.blob_root)
                 for path, digest, kind in pending:
                     self.statcache.remember_written(path, digest, kind)
+
+    def put_tensors(self, items: Iterable[tuple[memoryview, str | None, Digest | None]],
+                    workers: int = 2, ahead: int = 4) -> Iterator[Digest]:
+        """``put_tensor`` for a stream of (data, dtype, parent), ``workers`` at a time, digests
+        in order. Encoding one tensor while the kernel writes another keeps both cores busy
+        (the codecs, blake3 and writes release the GIL); at most ``ahead`` tensors are held.
+        The caller's ``batch()`` covers the workers' writes too."""
+        pending = getattr(self._batches, "pending", None)
+
+        def put(item: tuple[memoryview, str | None, Digest | None]) -> Digest:
+            self._batches.pending = pending  # adopt the caller's batch in this worker thread
+            try:
+                return self.put_tensor(*item)
+            finally:
+                self._batches.pending = None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="trtcas-put") as pool:
+            window: deque[Future] = deque()
+            for item in items:
+                window.append(pool.submit(put, item))
+                if len(window) >= ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
 
     def _kind(self, suffix: str) -> str:
         """The stat cache's name for "the content digest of a blob file stored so"."""

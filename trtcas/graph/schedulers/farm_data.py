@@ -22,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.content_store import ContentStore
@@ -221,6 +221,10 @@ class FetchingBlobs:
 
     def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
         return self._note(self._local.put_tensor(data, dtype, parent))
+
+    def put_tensors(self, items: Any) -> Iterator[Digest]:
+        for digest in self._local.put_tensors(items):
+            yield self._note(digest)
 
 
 class WorkerStore:
