@@ -137,13 +137,13 @@ def test_gc_keeps_a_parent_only_while_a_kept_delta_needs_it(store):
     child = store.blobs.put_tensor(as_bytes(tuned), "BF16", parent=parent)
     store.pins.pin("model", [], [manifest_of(store, "w", child, tuned.nbytes)])  # the next build
 
-    execute_gc(store, plan_gc(store, 0))  # the old pin is gone: only the delta needs the parent
+    execute_gc(store, plan_gc(store, 0, min_age_s=0))  # the old pin is gone: only the delta needs the parent
     assert store.blobs.has(parent) and store.blobs.get_bytes(child) == tuned.tobytes()
 
     other = weights(7)
     fresh = store.blobs.put_tensor(as_bytes(other), "BF16")
     store.pins.pin("model", [], [manifest_of(store, "w", fresh, other.nbytes)])
-    plan = plan_gc(store, 0)
+    plan = plan_gc(store, 0, min_age_s=0)
     assert {parent, child} <= set(plan.evict_blobs) and fresh not in plan.evict_blobs
     execute_gc(store, plan)
     assert not store.blobs.locate(parent) and not store.blobs.locate(child)

@@ -10,39 +10,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from trtcas.cas.atomic import atomic_write_bytes
-from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
-from trtcas.cas.gc import run_auto_gc
 from trtcas.cas.leases import hold_lease
-from trtcas.cas.tiered import TieredStore
 from trtcas.config import DEFAULT_TARGET, Overrides, TargetConfig, load_config
 from trtcas.errors import TrtcasError
-from trtcas.graph.context import NullObserver
-from trtcas.graph.dag import build_graph, plan_actions, select
-from trtcas.graph.interrupt import reset_cancel
-from trtcas.graph.fingerprint import collect_fingerprint
-from trtcas.graph.history import load_build, save_build
-from trtcas.graph.outputs import PlannedOutput, place_outputs
-from trtcas.graph.records import write_execution_log, write_trace
 from trtcas.graph.result import ActionRecord, BuildResult
-from trtcas.graph.rule import RULES
-from trtcas.graph.runner import ActionRunner
-from trtcas.graph.schedulers import NullReporter, Reporter, execution_settings, open_scheduler
+
+if TYPE_CHECKING:  # the build engine is imported when a build plans: a no-op answered by its stamp needs none of it
+    import networkx as nx
+
+    from trtcas.cas.tiered import TieredStore
+    from trtcas.graph.outputs import PlannedOutput
+    from trtcas.graph.schedulers import Reporter
 
 KEEP_LOGS = 20
 
 
 def plan_target(config: TargetConfig, wanted: Iterable[str] = ()) -> tuple[nx.DiGraph, tuple[str, ...]]:
     """The (selected) action graph of a target, and the planner's notes."""
+    from trtcas.graph.dag import build_graph, plan_actions, select
+
     planned = plan_actions(config.data, config.base_dir)
     return select(build_graph(planned.actions), wanted), planned.notes
 
@@ -81,6 +76,8 @@ def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:
 
 def make_tier(store: ContentStore, remote: str | None, remote_upload: bool) -> TieredStore:
     """The local store, in front of ``remote`` (a Bazel-style HTTP cache URL) if given."""
+    from trtcas.cas.tiered import TieredStore
+
     if not remote:
         return TieredStore(store)
     from trtcas.cas.remote import open_remote
@@ -115,6 +112,9 @@ def build(
 
     The build holds a lease on the cache while it runs (gc keeps what it uses), and after a
     successful build the cache is trimmed to its ``max-size`` when that is set."""
+    from trtcas.graph.interrupt import reset_cancel
+    from trtcas.graph.schedulers import execution_settings
+
     reset_cancel()
     config = load_config(target, overrides)
     scheduler, scheduler_address = execution_settings(config.data.get("execution"), scheduler, scheduler_address)
@@ -123,12 +123,23 @@ def build(
     if profile:
         check_writable(Path(profile), "--profile file", "name a file in a directory you can write")
     store = ContentStore(cache_dir)
+    stamp_key = None
+    if not dry_run and not actions and not remote and scheduler == "threads" and not profile:
+        from trtcas.graph import stamp
+
+        stamp_key = stamp.environment_key(config.data, {
+            "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}})
+        unchanged = _answer_from_stamp(store, config, stamp_key, reporter)
+        if unchanged is not None:
+            return unchanged
     with hold_lease(store):
         result = _build_leased(config, store, actions, jobs=jobs, scheduler=scheduler,
                                scheduler_address=scheduler_address, dry_run=dry_run,
                                profile=profile, remote=remote, remote_upload=remote_upload,
-                               fingerprint_overrides=fingerprint_overrides, reporter=reporter)
+                               fingerprint_overrides=fingerprint_overrides, reporter=reporter, stamp_key=stamp_key)
     if result.ok and not dry_run:
+        from trtcas.cas.gc import run_auto_gc
+
         trimmed = run_auto_gc(store)
         if trimmed is not None and trimmed.size_after > trimmed.max_size:
             result = dataclasses.replace(result, warnings=result.warnings + (
@@ -137,12 +148,63 @@ def build(
     return result
 
 
+def _answer_from_stamp(store: ContentStore, config: TargetConfig, key: str, reporter: Reporter | None) -> BuildResult | None:
+    """The answer of a build whose stamp still holds (``graph.stamp``): every action cached,
+    outputs in place. What a full build would also do is done: entries are touched (LRU),
+    hits counted, the pin refreshed, the build remembered for explain."""
+    from trtcas.graph import stamp as stamps
+
+    start = time.perf_counter()
+    found = stamps.unchanged(store, config.slug, key)
+    if found is None:
+        return None
+    records = [dataclasses.replace(ActionRecord.from_dict(r), status="cached", seconds=0.0, reason=None)
+               for r in found.records]
+    now = time.time()
+    for record in records:
+        if record.key:
+            try:
+                os.utime(store.layout.action_entry(Digest.parse(record.key).hex), (now, now))
+            except OSError:
+                return None  # evicted meanwhile: the full build will say what to do
+        if reporter is not None:
+            if hasattr(reporter, "planned") and record is records[0]:
+                reporter.planned(len(records))
+            reporter.started(record)
+            reporter.finished(record)
+    store.counters.add("hit", len(records))
+    store.counters.flush()
+    used = [Digest.parse(d) for r in records for d in r.outputs.values()]
+    store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
+    _remember(store, config, records)
+    return BuildResult(target=config.name, ok=True, seconds=time.perf_counter() - start, actions=tuple(records),
+                       outputs=dict(found.placed))
+
+
+def _remember(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> None:
+    from trtcas.graph.history import save_build
+
+    save_build(store.root, config.slug, records)
+    write_logs(store, config, records)
+
+
 def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[str], *, jobs, scheduler,
                   scheduler_address, dry_run,
-                  profile, remote, remote_upload, fingerprint_overrides, reporter) -> BuildResult:
+                  profile, remote, remote_upload, fingerprint_overrides, reporter, stamp_key=None) -> BuildResult:
+    from trtcas.cas.blobstore import BlobNotFound
+    from trtcas.graph import stamp
+    from trtcas.graph.context import NullObserver
+    from trtcas.graph.dag import build_graph, plan_actions, select
+    from trtcas.graph.fingerprint import collect_fingerprint
+    from trtcas.graph.records import write_trace
+    from trtcas.graph.runner import ActionRunner
+    from trtcas.graph.schedulers import NullReporter, open_scheduler
+
     start = time.perf_counter()
-    planned = plan_actions(config.data, config.base_dir)
-    graph = select(build_graph(planned.actions), actions)
+    created_ns = time.time_ns()
+    with stamp.watch_reads() as planner_reads:
+        planned = plan_actions(config.data, config.base_dir)
+        graph = select(build_graph(planned.actions), actions)
     if hasattr(reporter, "planned"):
         reporter.planned(graph.number_of_nodes())
     fingerprint = collect_fingerprint().with_overrides(fingerprint_overrides or {})
@@ -171,8 +233,13 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
         used = [Digest.parse(d) for r in records for d in r.outputs.values()]
         store.pins.pin(config.slug, [Digest.parse(r.key).hex for r in records if r.key], used, name=config.name)
     if not dry_run:
-        save_build(store.root, config.slug, records)
-        write_logs(store, config, records)
+        _remember(store, config, records)
+        if stamp_key is not None and not failed:
+            output_files = [Path(p) for p in outputs] + [config.output_dir / "build.json"]
+            stamp.write_stamp(store, config.slug, stamp_key, created_ns, planner_reads, runner.source_digests,
+                              [r.to_dict(with_components=True) for r in records], outputs, output_files)
+        elif stamp_key is not None:
+            stamp.forget_stamp(store, config.slug)
     if profile:
         write_trace(profile, runner.spans, time.time() - (time.perf_counter() - start))
     return BuildResult(
@@ -199,6 +266,9 @@ def run(
     are built from, on any machine. The network actions (and what they need) are built or
     taken from the cache; nothing is written to the output dir and the build history is left
     as it is. Returns a ``RunResult`` (``.logits``, ``.argmax``, ``.outputs``, ``.to_dict()``)."""
+    from trtcas.graph.fingerprint import collect_fingerprint
+    from trtcas.graph.runner import ActionRunner
+    from trtcas.graph.schedulers import NullReporter, open_scheduler
     from trtcas.rules.evaluate.run import evaluate_target
 
     config = load_config(target, overrides)
@@ -217,6 +287,8 @@ def run(
 
 def previous_outputs(store: ContentStore, config: TargetConfig) -> dict[str, dict[str, Digest]]:
     """Action id -> its outputs in this target's last build (delta parents for fine-tunes)."""
+    from trtcas.graph.history import load_build
+
     last = load_build(store.root, config.slug) or {}
     previous: dict[str, dict[str, Digest]] = {}
     for action_id, record in last.items():
@@ -229,6 +301,9 @@ def previous_outputs(store: ContentStore, config: TargetConfig) -> dict[str, dic
 
 def planned_outputs(graph: nx.DiGraph, records: list[ActionRecord]) -> list[PlannedOutput]:
     """The declared outputs of a build's actions, each in its rule's output format."""
+    from trtcas.graph.outputs import PlannedOutput
+    from trtcas.graph.rule import RULES
+
     planned = []
     for record in records:
         action = graph.nodes[record.id]["action"]
@@ -243,6 +318,8 @@ def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[Ac
     """Place declared outputs under ``output_dir`` (and, given ``config``, ``build.json``)
     as one transaction: all of them or, on any failure, none (``graph.outputs``); an output
     already in place (a no-op build) is left alone."""
+    from trtcas.graph.outputs import place_outputs
+
     planned = planned_outputs(graph, records)
     files = {}
     if config is not None:
@@ -273,6 +350,8 @@ def build_json_bytes(config: TargetConfig, records: list[ActionRecord], outputs:
 
 
 def write_logs(store: ContentStore, config: TargetConfig, records: list[ActionRecord]) -> Path:
+    from trtcas.graph.records import write_execution_log
+
     folder = store.layout.logs_dir(config.slug)
     path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.jsonl"
     write_execution_log(path, records)

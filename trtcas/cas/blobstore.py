@@ -18,7 +18,6 @@ was last hashed -- and a blob that fails is moved to ``quarantine/`` and reporte
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import logging
 import mmap
@@ -26,16 +25,19 @@ import os
 import shutil
 import stat
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
 from trtcas.cas.atomic import AtomicFile, atomic_writer, sync_filesystem
-from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, hash_stream, new_hasher
+from trtcas.cas.blobfiles import content_size, hash_zstd_file, try_reflink, zstd_size_or_none
+from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, new_hasher
 from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
 from trtcas.errors import TrtcasError
@@ -47,7 +49,6 @@ TCX_SUFFIX = ".tcx"
 _SUFFIXES = ("", ZSTD_SUFFIX, TCX_SUFFIX)  # the order locate prefers them in
 MAX_CHAIN_DEPTH = 4
 SAMPLE_BYTES = 4 << 20  # compressibility is judged on the first 4 MiB
-FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) on btrfs/xfs
 
 
 class BlobNotFound(TrtcasError):
@@ -160,7 +161,7 @@ class BlobStore:
                 continue
             if suffix == "" and st.st_size != digest.size:
                 continue
-            if suffix == ZSTD_SUFFIX and _zstd_size_or_none(path) != digest.size:
+            if suffix == ZSTD_SUFFIX and zstd_size_or_none(path) != digest.size:
                 continue
             return StoredBlob(digest, path, suffix == ZSTD_SUFFIX, st.st_size, st.st_mtime, suffix == TCX_SUFFIX)
         return None
@@ -204,7 +205,7 @@ class BlobStore:
                 try:
                     st = entry.stat(follow_symlinks=False)
                     size = st.st_size if not entry.is_file(follow_symlinks=False) \
-                        else _content_size(Path(entry.path), compressed, frame, st.st_size)
+                        else content_size(Path(entry.path), compressed, frame, st.st_size)
                 except (OSError, ValueError, TrtcasError):
                     continue
                 yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime, frame)
@@ -338,6 +339,30 @@ class BlobStore:
                 for path, digest, kind in pending:
                     self.statcache.remember_written(path, digest, kind)
 
+    def put_tensors(self, items: Iterable[tuple[memoryview, str | None, Digest | None]],
+                    workers: int = 2, ahead: int = 4) -> Iterator[Digest]:
+        """``put_tensor`` for a stream of (data, dtype, parent), ``workers`` at a time, digests
+        in order. Encoding one tensor while the kernel writes another keeps both cores busy
+        (the codecs, blake3 and writes release the GIL); at most ``ahead`` tensors are held.
+        The caller's ``batch()`` covers the workers' writes too."""
+        pending = getattr(self._batches, "pending", None)
+
+        def put(item: tuple[memoryview, str | None, Digest | None]) -> Digest:
+            self._batches.pending = pending  # adopt the caller's batch in this worker thread
+            try:
+                return self.put_tensor(*item)
+            finally:
+                self._batches.pending = None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="trtcas-put") as pool:
+            window: deque[Future] = deque()
+            for item in items:
+                window.append(pool.submit(put, item))
+                if len(window) >= ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
     def _kind(self, suffix: str) -> str:
         """The stat cache's name for "the content digest of a blob file stored so"."""
         return {"": self.algo, ZSTD_SUFFIX: f"{self.algo}+zstd", TCX_SUFFIX: f"{self.algo}+tcx"}[suffix]
@@ -390,7 +415,7 @@ class BlobStore:
             return hash_bytes(self._decode(blob, 0), self.algo)
         if not blob.compressed:
             return self.statcache.digest_of(blob.path, self.algo)
-        return self.statcache.digest_of(blob.path, self.algo, _hash_zstd_file, kind=f"{self.algo}+zstd")
+        return self.statcache.digest_of(blob.path, self.algo, hash_zstd_file, kind=f"{self.algo}+zstd")
 
     def check(self, blob: StoredBlob, trust_statcache: bool = True) -> str | None:
         """Why ``blob`` does not hold its digest's content, or None if it does."""
@@ -523,7 +548,7 @@ class BlobStore:
             with open(blob.path, "rb") as src, open(temp, "wb") as out:
                 zstandard.ZstdDecompressor().copy_stream(src, out, write_size=CHUNK)
             return "decompress"
-        if mode in ("auto", "reflink") and _try_reflink(blob.path, temp):
+        if mode in ("auto", "reflink") and try_reflink(blob.path, temp):
             return "reflink"
         if mode in ("auto", "hardlink"):
             try:
@@ -565,54 +590,9 @@ class _BadFrame(TrtcasError):
     """A frame blob that cannot be decoded (bad header, wrong parent, bad planes)."""
 
 
-def _content_size(path: Path, compressed: bool, frame: bool, file_size: int) -> int:
-    if compressed:
-        return _zstd_content_size(path)
-    if frame:
-        from trtcas.cas import frameblobs
-
-        try:
-            return frameblobs.read_header(path).content_size
-        except frameblobs.CodecError as exc:
-            raise ValueError(str(exc)) from exc
-    return file_size
-
 
 def _mismatch(expected: Digest, actual: Digest | None, untrusted: bool) -> TrtcasError:
     read = f"{actual.size} bytes hashing to {actual.short}" if actual else f"not {expected.size} bytes"
     if untrusted:
         return DigestMismatch(f"received {read} for {expected}; discarded")
     return ContentChanged(f"content changed while being stored (expected {expected}, read {read}); retry once it is stable")
-
-
-def _try_reflink(src: Path, dest: Path) -> bool:
-    try:
-        with open(src, "rb") as s, open(dest, "wb") as d:
-            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
-        return True
-    except OSError:
-        dest.unlink(missing_ok=True)
-        return False
-
-
-def _hash_zstd_file(path: Path, algo: str) -> Digest:
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return hash_stream(io.BufferedReader(stream, CHUNK), algo)
-
-
-def _zstd_size_or_none(path: Path) -> int | None:
-    """The content size a zstd blob declares, or None when its header cannot be read."""
-    try:
-        return _zstd_content_size(path)
-    except (OSError, zstandard.ZstdError):
-        return None
-
-
-def _zstd_content_size(path: Path) -> int:
-    """The decompressed size recorded in a zstd frame header (we always write it)."""
-    with open(path, "rb") as stream:
-        params = zstandard.get_frame_parameters(stream.read(18))
-    if params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
-        return params.content_size
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return sum(len(chunk) for chunk in iter(lambda: stream.read(CHUNK), b""))

@@ -103,6 +103,10 @@ class StoreRunContext:
     def put_tensor(self, data: Any, dtype: str | None = None, parent: Digest | None = None) -> Digest:
         return self._store.blobs.put_tensor(data, dtype, parent)
 
+    def put_tensors(self, items: Any) -> Any:
+        """``put_tensor`` for a stream of (data, dtype, parent), encoded two at a time."""
+        return self._store.blobs.put_tensors(items)
+
     def previous_output(self, name: str) -> Digest | None:
         return self._previous.get(name)
 

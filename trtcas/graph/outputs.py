@@ -36,6 +36,7 @@ from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.statcache import StatCache
 from trtcas.errors import TrtcasError
+from trtcas.oserrors import describe_os_error
 from trtcas.registry import Registry
 
 RENAME_EXCHANGE = 2  # linux/fs.h
@@ -112,10 +113,9 @@ def place_outputs(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
 
 def _describe(exc: OSError, output_dir: Path) -> str:
     """The error and the path it names, as the output dir (not the staging dir) has it."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     where = re.sub(rf"/\.{re.escape(output_dir.name)}\.staging-[0-9]+-[0-9a-f]+(/new)?", f"/{output_dir.name}",
                    str(exc.filename or output_dir))
-    return f"{reason}: {where}"
+    return describe_os_error(OSError(exc.errno, exc.strerror, where)).split(";")[0]
 
 
 @contextmanager
@@ -139,7 +139,8 @@ def _place_locked(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
     if not todo:
         for name, data in files.items():
             atomic_write_bytes(output_dir / name, data)
-    elif keep_inside is not None and _holds(output_dir, Path(keep_inside)):
+    elif (keep_inside is not None and _holds(output_dir, Path(keep_inside))) or os.path.ismount(output_dir):
+        # the target's own dir, or a mount point: neither can be swapped out, so per file
         _commit_files(blobs, output_dir, todo, formats, files)
     else:
         _exchange_tree(blobs, output_dir, todo, formats, files)

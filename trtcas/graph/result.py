@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 # built: ran here; cached: local action-cache hit; remote: hit in the remote cache;
@@ -35,6 +35,12 @@ class ActionRecord:
     node_id: str | None = None
     host: str | None = None
     queue_seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ActionRecord":
+        """The record ``to_dict(with_components=True)`` wrote (build history, stamps)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self, with_components: bool = False) -> dict[str, Any]:
         data = {

@@ -137,6 +137,11 @@ class ActionRunner:
         self._worker_ids: dict[int, int] = {}
         self.node_id: str | None = None  # this host's build-farm node id, when a scheduler has one
 
+    @property
+    def source_digests(self) -> dict[Path, Digest]:
+        """Every source input read so far in this build, by absolute path."""
+        return dict(self._source_digests)
+
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
                               {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry,

@@ -9,14 +9,16 @@ register by name in ``SCHEDULERS`` (entry point group ``trtcas.schedulers``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Protocol
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from trtcas.graph.result import ActionRecord
-from trtcas.graph.runner import ActionRunner
 from trtcas.errors import TrtcasError
 from trtcas.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: settings are read before anything is planned
+    import networkx as nx
+
+    from trtcas.graph.runner import ActionRunner
 
 
 class Reporter(Protocol):

@@ -22,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.content_store import ContentStore
@@ -202,6 +202,10 @@ class FetchingBlobs:
         self.ensure(digest)
         return self._local.materialize(digest, dest, mode)
 
+    def content_view(self, digest: Digest) -> memoryview:
+        self.ensure(digest)
+        return self._local.content_view(digest)
+
     def _note(self, digest: Digest) -> Digest:
         self.produced[digest] = None
         return digest
@@ -214,6 +218,13 @@ class FetchingBlobs:
 
     def put_file(self, path: str | os.PathLike) -> Digest:
         return self._note(self._local.put_file(path))
+
+    def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+        return self._note(self._local.put_tensor(data, dtype, parent))
+
+    def put_tensors(self, items: Any) -> Iterator[Digest]:
+        for digest in self._local.put_tensors(items):
+            yield self._note(digest)
 
 
 class WorkerStore:

@@ -45,18 +45,23 @@ def store_tensors(blobs: BlobWriter, tensors: Iterable[tuple[str, np.ndarray]],
     ``previous``: the manifest of an earlier version of these tensors; a tensor whose name,
     dtype and shape match one there is offered to the store with that one as its delta
     parent (the store decides whether a delta pays)."""
-    put_tensor = getattr(blobs, "put_tensor", None)
     parents = {e.name: e for e in previous.entries} if previous is not None else {}
-    entries = []
-    for name, array in tensors:
-        code, shape = dtype_code(array.dtype), tuple(array.shape)
-        if put_tensor is None:
-            digest = blobs.put_bytes(bytes(raw_bytes(array)))
-        else:
+    put_tensors = getattr(blobs, "put_tensors", None)
+    slots: list[tuple[str, str, tuple[int, ...]]] = []
+
+    def requests():
+        for name, array in tensors:
+            code, shape = dtype_code(array.dtype), tuple(array.shape)
+            slots.append((name, code, shape))
             old = parents.get(name)
             parent = old.digest if old is not None and old.dtype == code and old.shape == shape else None
-            digest = put_tensor(raw_bytes(array), code, parent)
-        entries.append(TensorEntry(name, code, shape, digest))
+            yield raw_bytes(array), code, parent
+
+    if put_tensors is not None:
+        digests = list(put_tensors(requests()))
+    else:  # a plain blob writer (a farm worker's): one at a time, raw
+        digests = [blobs.put_bytes(bytes(data)) for data, _, _ in requests()]
+    entries = [TensorEntry(name, code, shape, digest) for (name, code, shape), digest in zip(slots, digests, strict=True)]
     return TensorManifest.of(entries)
 
 
