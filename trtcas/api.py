@@ -67,7 +67,9 @@ def check_writable(path: Path, what: str, fix: str) -> None:
     try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
-        raise TrtcasError(f"{what} {path} cannot be written ({exc.strerror or exc} in {folder}); {fix}") from None
+        from trtcas.oserrors import describe_os_error
+
+        raise TrtcasError(f"{what} {path} cannot be written: {describe_os_error(exc)}") from None
 
 
 def plan_graph(config: TargetConfig, wanted: Iterable[str] = ()) -> nx.DiGraph:

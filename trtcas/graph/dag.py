@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.rule import RULES
 from trtcas.registry import Registry
+
+if TYPE_CHECKING:  # imported where graphs are made: checking a target file's keys needs none of it
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def plan_actions(config: Mapping[str, Any], base_dir: Path) -> PlannedTarget:
 
 def build_graph(actions: Iterable[Action]) -> nx.DiGraph:
     """Check ids, rules and references; return the DAG."""
+    import networkx as nx
+
     graph = nx.DiGraph()
     for action in actions:
         if action.id in graph:
@@ -145,6 +148,8 @@ def build_graph(actions: Iterable[Action]) -> nx.DiGraph:
 
 def select(graph: nx.DiGraph, wanted: Iterable[str]) -> nx.DiGraph:
     """The subgraph needed for ``wanted`` actions (by id or rule name) and their ancestors."""
+    import networkx as nx
+
     wanted = list(wanted)
     if not wanted:
         return graph
@@ -162,4 +167,6 @@ def select(graph: nx.DiGraph, wanted: Iterable[str]) -> nx.DiGraph:
 
 def topological_actions(graph: nx.DiGraph) -> list[Action]:
     """A deterministic topological order (ties broken by id)."""
+    import networkx as nx
+
     return [graph.nodes[n]["action"] for n in nx.lexicographical_topological_sort(graph)]
