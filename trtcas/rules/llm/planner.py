@@ -31,7 +31,13 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
-from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, check_distinct_plans, engine_actions, engine_settings, engine_variants
+from trtcas.rules.trt.engine_actions import (
+    ENGINE_SCHEMA,
+    check_distinct_plans,
+    engine_actions,
+    engine_settings,
+    engine_variants,
+)
 
 MODEL_KEYS = {"hf", "checkpoint", "dtype", "quantization", "max_batch_size", "max_seq_len", "vocab_parallel"}
 PARALLEL_KEYS = {"tp", "pp"}

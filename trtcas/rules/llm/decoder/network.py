@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -148,9 +148,16 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
         profiles=profiles, constants=dict(writer.constants), weight_names=tuple(expected_weights(geometry)))
 
 
+# (writer, geometry, weights, prefix, normed hidden, input ids) -> the block's output
+MlpBlock = Callable[[LayerWriter, Any, Mapping[str, np.ndarray], str, Any, Any], Any]
+
+
 def decoder(w: LayerWriter, g: DecoderGeometry, rank: int, weights: Mapping[str, np.ndarray], ids: Any,
-            max_seq_len: int, gather_logits: bool) -> Any:
-    """``input_ids -> logits``: embedding, the layers, the final norm and the lm_head."""
+            max_seq_len: int, gather_logits: bool, mlp: MlpBlock | None = None) -> Any:
+    """``input_ids -> logits``: embedding, the layers, the final norm and the lm_head.
+
+    ``mlp`` writes a layer's feed-forward block (``(w, g, weights, prefix, h, ids) -> out``,
+    all-reduced across ranks): the gated MLP unless an architecture has its own (an MoE)."""
     x = embedding(w, g, rank, weights, ids)
     rope = rope_caches(w, g, ids, max_seq_len)
     for i in range(g.layers):
@@ -160,7 +167,8 @@ def decoder(w: LayerWriter, g: DecoderGeometry, rank: int, weights: Mapping[str,
         x = w.elementwise(x, attention_block(w, g, weights, f"{p}.attention", h, ids, rope, mask), "SUM",
                           f"{p}.attention.residual")
         h = w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon)
-        x = w.elementwise(x, gated_mlp(w, g, weights, f"{p}.mlp", h), "SUM", f"{p}.mlp.residual")
+        out = mlp(w, g, weights, f"{p}.mlp", h, ids) if mlp is not None else gated_mlp(w, g, weights, f"{p}.mlp", h)
+        x = w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
     x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
     return lm_head(w, g, weights, x, ids, gather_logits)
 

@@ -37,14 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from trtcas.rules.llm.decoder.geometry import check_weights
-from trtcas.rules.llm.decoder.network import (
-    DecoderNetwork,
-    attention_block,
-    embedding,
-    lm_head,
-    rope_caches,
-    window_mask,
-)
+from trtcas.rules.llm.decoder.network import DecoderNetwork, decoder
 from trtcas.rules.llm.gemma2.network import finish_network, start_network
 from trtcas.rules.llm.mixtral.config import MixtralGeometry, expected_weights
 from trtcas.rules.trt.layers import LayerWriter
@@ -60,22 +53,15 @@ def build_mixtral_network(backend, checkpoint_config: Mapping[str, Any], rank: i
                                             dynamic_shapes, decomposable_attention)
     expected = expected_weights(g)
     check_weights(expected, g.tp, rank, weights)
-    x = embedding(w, g, rank, weights, ids)
-    rope = rope_caches(w, g, ids, max_seq_len)
-    for i in range(g.layers):
-        p = f"transformer.layers.{i}"
-        h = w.rms_norm(x, f"{p}.input_layernorm.weight", weights, g.norm_epsilon)
-        mask = window_mask(w, ids, g.window(i, max_seq_len), max_seq_len)
-        x = w.elementwise(x, attention_block(w, g, weights, f"{p}.attention", h, ids, rope, mask), "SUM",
-                          f"{p}.attention.residual")
-        out = _moe(w, g, weights, w.rms_norm(x, f"{p}.post_layernorm.weight", weights, g.norm_epsilon), ids, f"{p}.mlp")
-        if g.tp > 1:
-            out = w.collective(out, g.tp, f"{p}.mlp.all_reduce")
-        x = w.elementwise(x, out, "SUM", f"{p}.mlp.residual")
-    x = w.rms_norm(x, "transformer.ln_f.weight", weights, g.norm_epsilon)
-    logits = lm_head(w, g, weights, x, ids, gather_logits)
+    logits = decoder(w, g, rank, weights, ids, max_seq_len, gather_logits, mlp=_moe_block)
     return finish_network(backend, builder, logger, w, logits, g, rank, max_batch_size, max_seq_len, dynamic_shapes,
                           gather_logits, tuple(expected))
+
+
+def _moe_block(w: LayerWriter, g: MixtralGeometry, weights: Mapping[str, np.ndarray], p: str, h: Any, ids: Any) -> Any:
+    """A layer's sparse MoE block (``decoder``'s ``mlp``): the experts, all-reduced across ranks."""
+    out = _moe(w, g, weights, h, ids, p)
+    return w.collective(out, g.tp, f"{p}.all_reduce") if g.tp > 1 else out
 
 
 def _gates(w: LayerWriter, g: MixtralGeometry, weights: Mapping[str, np.ndarray], h: Any, ids: Any, p: str) -> Any:
