@@ -115,25 +115,27 @@ def build(
     The build holds a lease on the cache while it runs (gc keeps what it uses), and after a
     successful build the cache is trimmed to its ``max-size`` when that is set."""
     from trtcas.graph.interrupt import reset_cancel
+    reset_cancel()
+    config = load_config(target, overrides, check=False)
+    stamp_key = None
+    if not dry_run and not actions and not remote and not profile:
+        from trtcas.graph import stamp
+
+        stamp_key = stamp.environment_key(config.data, {
+            "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}})
+        unchanged = _answer_from_stamp(ContentStore(cache_dir), config, stamp_key, reporter)
+        if unchanged is not None:
+            return unchanged
+    from trtcas.config import check_config
     from trtcas.graph.schedulers import execution_settings
 
-    reset_cancel()
-    config = load_config(target, overrides)
+    check_config(config.data, overrides, config.path)
     scheduler, scheduler_address = execution_settings(config.data.get("execution"), scheduler, scheduler_address)
     if not dry_run:
         check_writable(config.output_dir, "output dir", "set [output] dir to a directory you can write")
     if profile:
         check_writable(Path(profile), "--profile file", "name a file in a directory you can write")
     store = ContentStore(cache_dir)
-    stamp_key = None
-    if not dry_run and not actions and not remote and scheduler == "threads" and not profile:
-        from trtcas.graph import stamp
-
-        stamp_key = stamp.environment_key(config.data, {
-            "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}})
-        unchanged = _answer_from_stamp(store, config, stamp_key, reporter)
-        if unchanged is not None:
-            return unchanged
     with hold_lease(store):
         result = _build_leased(config, store, actions, jobs=jobs, scheduler=scheduler,
                                scheduler_address=scheduler_address, dry_run=dry_run,

@@ -11,7 +11,6 @@ only when its name is first asked for, so keying a cached action imports no Tens
 from __future__ import annotations
 
 import threading
-from importlib import metadata
 from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
 from trtcas.errors import TrtcasError
@@ -34,6 +33,8 @@ class Registry(Generic[T]):
     def _entry_points(self) -> dict[str, Callable[[], T]]:
         with self._lock:
             if self._loaders is None:
+                from importlib import metadata  # ~20 ms: only once a registry is asked
+
                 found = metadata.entry_points(group=self.group) if self.group else ()
                 self._loaders = {ep.name: ep.load for ep in found}
             return self._loaders
