@@ -76,12 +76,16 @@ def test_anything_the_build_depended_on_changing_takes_the_full_path(project, mo
         assert again.action("engine[rank0]").status == "built"
 
 
-def test_dry_runs_and_selected_actions_never_use_the_stamp(project):
+def test_dry_runs_plan_and_a_selection_of_actions_has_its_own_stamp(project):
     build(project)
     dry = trtcas.build(project / "trtcas.toml", cache_dir=project.parent / "cache", dry_run=True)
     assert dry.ok and dry.dry_run
     selected = build(project, actions=["network[rank0]"])
     assert [a.id for a in selected.actions] == ["network[rank0]"]
+    again = build(project, actions=["network[rank0]"])
+    assert answered_by_stamp(again) and [a.id for a in again.actions] == ["network[rank0]"]
+    whole = build(project)  # the selection's stamp is not the whole target's
+    assert {a.id for a in whole.actions} == {"network[rank0]", "engine[rank0]"}
 
 
 def test_the_planner_reads_are_watched(tmp_path):

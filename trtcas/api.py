@@ -118,12 +118,13 @@ def build(
     reset_cancel()
     config = load_config(target, overrides, check=False)
     stamp_key = None
-    if not dry_run and not actions and not remote and not profile:
+    actions = tuple(actions)
+    if not dry_run and not remote and not profile:
         from trtcas.graph import stamp
 
         stamp_key = stamp.environment_key(config.data, {
-            "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}})
-        unchanged = _answer_from_stamp(ContentStore(cache_dir), config, stamp_key, reporter)
+            "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}, "actions": sorted(actions)})
+        unchanged = _answer_from_stamp(ContentStore(cache_dir), config, stamp_key, reporter, actions)
         if unchanged is not None:
             return unchanged
     from trtcas.config import check_config
@@ -152,14 +153,15 @@ def build(
     return result
 
 
-def _answer_from_stamp(store: ContentStore, config: TargetConfig, key: str, reporter: Reporter | None) -> BuildResult | None:
+def _answer_from_stamp(store: ContentStore, config: TargetConfig, key: str, reporter: Reporter | None,
+                       actions: tuple[str, ...] = ()) -> BuildResult | None:
     """The answer of a build whose stamp still holds (``graph.stamp``): every action cached,
     outputs in place. What a full build would also do is done: entries are touched (LRU),
     hits counted, the pin refreshed, the build remembered for explain."""
     from trtcas.graph import stamp as stamps
 
     start = time.perf_counter()
-    found = stamps.unchanged(store, config.slug, key)
+    found = stamps.unchanged(store, config.slug, key, actions)
     if found is None:
         return None
     records = [dataclasses.replace(ActionRecord.from_dict(r), status="cached", seconds=0.0, reason=None)
@@ -241,9 +243,9 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
         if stamp_key is not None and not failed:
             output_files = [Path(p) for p in outputs] + [config.output_dir / "build.json"]
             stamp.write_stamp(store, config.slug, stamp_key, created_ns, planner_reads, runner.source_digests,
-                              [r.to_dict(with_components=True) for r in records], outputs, output_files)
+                              [r.to_dict(with_components=True) for r in records], outputs, output_files, actions)
         elif stamp_key is not None:
-            stamp.forget_stamp(store, config.slug)
+            stamp.forget_stamp(store, config.slug, actions)
     if profile:
         write_trace(profile, runner.spans, time.time() - (time.perf_counter() - start))
     return BuildResult(

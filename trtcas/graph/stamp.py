@@ -145,13 +145,18 @@ class Stamp:
         return cls(**wire)
 
 
-def stamp_path(store: ContentStore, slug: str) -> Path:
-    return store.layout.history_dir(slug) / STAMP_FILE
+def stamp_path(store: ContentStore, slug: str, selection: Iterable[str] = ()) -> Path:
+    """One stamp per target and selection of actions (``trtcas build TARGET engine[rank0]``)."""
+    chosen = sorted(selection)
+    if not chosen:
+        return store.layout.history_dir(slug) / STAMP_FILE
+    tag = hashlib.sha256("\0".join(chosen).encode()).hexdigest()[:16]
+    return store.layout.history_dir(slug) / f"stamp-{tag}.json"
 
 
 def write_stamp(store: ContentStore, slug: str, key: str, created_ns: int, planner_reads: Iterable[str],
                 sources: Mapping[Path, Digest], records: Iterable[Mapping[str, Any]],
-                placed: Mapping[str, str], output_files: Iterable[Path]) -> None:
+                placed: Mapping[str, str], output_files: Iterable[Path], selection: Iterable[str] = ()) -> None:
     """Record a successful build (best effort: a stamp that cannot be written costs speed only)."""
     cache_root = str(store.root) + os.sep
     watched_paths = [p for p in planner_reads if not p.startswith(cache_root)] + _static_watch()
@@ -162,22 +167,22 @@ def write_stamp(store: ContentStore, slug: str, key: str, created_ns: int, plann
         records=tuple(records), outputs={str(p): signature(p) for p in output_files}, placed=dict(placed),
     )
     try:
-        atomic_write_bytes(stamp_path(store, slug), stamp.to_bytes())
+        atomic_write_bytes(stamp_path(store, slug, selection), stamp.to_bytes())
     except OSError:
         pass
 
 
-def forget_stamp(store: ContentStore, slug: str) -> None:
+def forget_stamp(store: ContentStore, slug: str, selection: Iterable[str] = ()) -> None:
     try:
-        stamp_path(store, slug).unlink()
+        stamp_path(store, slug, selection).unlink()
     except OSError:
         pass
 
 
-def unchanged(store: ContentStore, slug: str, key: str) -> Stamp | None:
+def unchanged(store: ContentStore, slug: str, key: str, selection: Iterable[str] = ()) -> Stamp | None:
     """The stamp of the last build when nothing it depended on changed since, else None."""
     try:
-        stamp = Stamp.from_bytes(stamp_path(store, slug).read_bytes())
+        stamp = Stamp.from_bytes(stamp_path(store, slug, selection).read_bytes())
     except (OSError, ValueError, TypeError, KeyError):
         return None
     if stamp.key != key:
