@@ -25,28 +25,14 @@ pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (p
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
 import trtcas  # noqa: E402
-from support.hf_models import MODELS, finetune_layer, last_logits, make_model  # noqa: E402
+from support.hf_models import MODELS, TARGET, TOKENS, finetune_layer, last_logits, make_model  # noqa: E402
 from trtcas.cas.content_store import ContentStore  # noqa: E402
 from trtcas.config import load_config  # noqa: E402
 from trtcas.graph.explain import explain_builds  # noqa: E402
 from trtcas.graph.history import load_build  # noqa: E402
 from trtcas.graph.rule import RULES  # noqa: E402
 
-TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: Mistral's window of 3 cuts
 TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
-TARGET = """
-[target]
-name = "{name}"
-[model]
-hf = "hf"
-dtype = "float32"
-max_batch_size = 1
-max_seq_len = 8
-[parallel]
-tp = 1
-[engine]
-targets = ["sm86"]
-"""
 
 
 @pytest.fixture(scope="module")

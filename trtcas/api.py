@@ -117,6 +117,7 @@ def build(
     from trtcas.graph.interrupt import reset_cancel
     reset_cancel()
     config = load_config(target, overrides, check=False)
+    store = ContentStore(cache_dir)
     stamp_key = None
     actions = tuple(actions)
     if not dry_run and not remote and not profile:
@@ -124,7 +125,7 @@ def build(
 
         stamp_key = stamp.environment_key(config.data, {
             "target": str(config.path), "fingerprint_overrides": fingerprint_overrides or {}, "actions": sorted(actions)})
-        unchanged = _answer_from_stamp(ContentStore(cache_dir), config, stamp_key, reporter, actions)
+        unchanged = _answer_from_stamp(store, config, stamp_key, reporter, actions)
         if unchanged is not None:
             return unchanged
     from trtcas.config import check_config
@@ -136,7 +137,6 @@ def build(
         check_writable(config.output_dir, "output dir", "set [output] dir to a directory you can write")
     if profile:
         check_writable(Path(profile), "--profile file", "name a file in a directory you can write")
-    store = ContentStore(cache_dir)
     with hold_lease(store):
         result = _build_leased(config, store, actions, jobs=jobs, scheduler=scheduler,
                                scheduler_address=scheduler_address, dry_run=dry_run,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import trtcas
-from support.tiny_hf import TARGET, TOKENS, TOLERANCE, edit_hf_config, last_logits, relative_error
+from support.hf_models import TARGET, TOKENS, last_logits
+from support.tiny_hf import TOLERANCE, edit_hf_config, relative_error
 from trtcas.errors import TrtcasError
 from trtcas.cas.content_store import ContentStore
 from trtcas.config import load_config

@@ -8,11 +8,28 @@ plus the feature its architecture adds over Llama (see ``MODELS``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=2,
              num_hidden_layers=2, vocab_size=256, max_position_embeddings=64)
+
+TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: a sliding window of 3 cuts
+# The project every model test builds (tp and dtype are set per build with overrides).
+TARGET = """
+[target]
+name = "{name}"
+[model]
+hf = "hf"
+dtype = "float32"
+max_batch_size = 1
+max_seq_len = 8
+[parallel]
+tp = 1
+[engine]
+targets = ["sm86"]
+"""
 
 # architecture -> (transformers config class name, what it adds over SIZES)
 MODELS = {
@@ -30,23 +47,40 @@ MODELS = {
 }
 
 
-def make_model(architecture: str, out: Path, seed: int = 0, dtype: str = "float32", **changes):
-    """Save a random ``architecture`` model to ``out``; returns the torch model (eval, float32)."""
+def random_model(config, out: Path, seed: int = 0, noise: float = 0.1,
+                 noisy: Callable[[str], bool] = lambda name: "norm" in name, scale: dict | None = None,
+                 dtype: str = "float32"):
+    """Save a seeded random model of ``config`` to ``out``; returns it (eval, float32).
+
+    transformers starts norms at constants and biases at zero, which would hide one read
+    wrongly: parameters ``noisy`` picks get seeded noise. ``scale`` multiplies the parameters
+    whose name contains a key (initial weights are small: soft-caps or routing would not bite)."""
     import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if noisy(name):
+                param.add_(torch.randn_like(param) * noise)
+            for part, factor in (scale or {}).items():
+                if part in name:
+                    param.mul_(factor)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
+    return model.float()
+
+
+def make_model(architecture: str, out: Path, seed: int = 0, dtype: str = "float32", **changes):
+    """Save a random ``architecture`` model of ``MODELS`` to ``out``; returns the torch model."""
     import transformers
 
     config_class, extra = MODELS[architecture]
     config = getattr(transformers, config_class)(**{**SIZES, **extra, **changes})
     config.architectures = [architecture]
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model = random_model(config, out, seed, noisy=lambda name: "norm" in name or name.endswith(".bias"), dtype=dtype)
     assert type(model).__name__ == architecture
-    with torch.no_grad():  # norms start at one and biases at zero: randomize them so a wrong one shows
-        for name, param in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
-    model.to(getattr(torch, dtype)).save_pretrained(out)
-    return model.float()
+    return model
 
 
 def finetune_layer(model, out: Path, layer: int, dtype: str = "float32") -> None:
@@ -61,7 +95,7 @@ def finetune_layer(model, out: Path, layer: int, dtype: str = "float32") -> None
     model.float()
 
 
-def last_logits(model, tokens: list[int]) -> np.ndarray:
+def last_logits(model, tokens: list[int] = TOKENS) -> np.ndarray:
     """The model's float32 logits at the last of ``tokens``."""
     import torch
 

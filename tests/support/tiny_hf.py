@@ -13,57 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from support.hf_models import SIZES  # the shared decoder tests' sizes
+from support.hf_models import SIZES, TARGET, last_logits, random_model
 
-TOKENS = [3, 17, 250, 9, 42, 7, 128]  # 7 tokens: a sliding window of 3 cuts
 # fp32: issue 11's bar; half precision: every layer rounds (measured: fp16 ~2e-3, bf16 ~1.5e-2)
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
-TARGET = """
-[target]
-name = "{name}"
-[model]
-hf = "hf"
-dtype = "float32"
-max_batch_size = 1
-max_seq_len = 8
-[parallel]
-tp = 1
-[engine]
-targets = ["sm86"]
-"""
 
 
 def make_model(config_class: str, out: Path, seed: int = 0, scale: dict | None = None, **fields):
     """Save a random model of ``config_class`` (e.g. ``Gemma2Config``) with ``SIZES`` and
-    ``fields`` to ``out``; returns the float32 torch model (eval, eager attention).
-
-    transformers starts norms at constants (ones, or zeros for Gemma's ``1 + w``), which would
-    hide a norm read wrongly, so they get seeded noise. ``scale`` multiplies the parameters
-    whose name contains a key (initial weights are small: soft-caps would never bite)."""
-    import torch
+    ``fields`` to ``out``; returns the float32 torch model (eval, eager attention). Norms get
+    seeded noise (Gemma's ``1 + w`` starts at zeros); ``scale`` as ``random_model`` says."""
     import transformers
 
     config = getattr(transformers, config_class)(**{**SIZES, **fields})
     config._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.add_(torch.randn_like(param) * 0.2)
-            for part, factor in (scale or {}).items():
-                if part in name:
-                    param.mul_(factor)
-    model.save_pretrained(out)
-    return model
-
-
-def last_logits(model, tokens=TOKENS) -> np.ndarray:
-    """The model's float64 logits at the last of ``tokens``."""
-    import torch
-
-    with torch.no_grad():
-        return model(torch.tensor([tokens], dtype=torch.int64)).logits[0, -1].double().numpy()
+    return random_model(config, out, seed, noise=0.2, scale=scale)
 
 
 def project(root: Path, name: str, config_class: str, scale: dict | None = None, **fields):

@@ -229,6 +229,25 @@ def window_mask(w: LayerWriter, ids: Any, window: int | None, max_seq_len: int) 
     return w.slice(w.constant(f"{name}.mask", table), (0, 0, 0, 0), size, f"{name}.slice")
 
 
+def split_heads(w: LayerWriter, g: Any, qkv: Any, ids: Any, p: str) -> dict[str, Any]:
+    """A rank's fused ``[b, s, (h + 2 kv) d]`` projection as ``[b, n, s, d]`` q, k and v."""
+    d = g.head_size
+    parts = {"q": (0, g.heads_per_rank), "k": (g.heads_per_rank, g.kv_heads_per_rank),
+             "v": (g.heads_per_rank + g.kv_heads_per_rank, g.kv_heads_per_rank)}
+    split = {}
+    for part, (first, count) in parts.items():
+        size = w.shape_with(ids, (count * d,), f"{p}.{part}_size")
+        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.{part}")
+        split[part] = w.shuffle(flat, f"{p}.{part}.heads", reshape=(0, 0, count, d), then_transpose=(0, 2, 1, 3))
+    return split
+
+
+def rotate(w: LayerWriter, g: Any, x: Any, rope: tuple[Any, Any], name: str) -> Any:
+    """RoPE on ``[b, n, s, d]`` heads: rotated halves, partial when ``g.rotated < head_size``."""
+    layer = w.net.add_rotary_embedding(x, rope[0], rope[1], False, 0 if g.rotated == g.head_size else g.rotated)
+    return w.named(layer, name)
+
+
 def attention_block(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p: str, h: Any, ids: Any,
                     rope: tuple[Any, Any], mask: Any | None = None, scale: float | None = None) -> Any:
     """Self-attention of the normed hidden state ``h``: fused qkv (biases optional) split by
@@ -237,21 +256,13 @@ def attention_block(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p
     weights' prefix (``transformer.layers.N.attention``); ``scale`` defaults to
     ``1/sqrt(head_size)``. Returns the block's output, before the residual."""
     trt, d = w.trt, g.head_size
-    qkv = w.linear(h, f"{p}.qkv", weights)
-    heads = {"q": (0, g.heads_per_rank), "k": (g.heads_per_rank, g.kv_heads_per_rank),
-             "v": (g.heads_per_rank + g.kv_heads_per_rank, g.kv_heads_per_rank)}
-    split = {}
-    for part, (first, count) in heads.items():
-        size = w.shape_with(ids, (count * d,), f"{p}.{part}_size")
-        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.{part}")
-        split[part] = w.shuffle(flat, f"{p}.{part}.heads", reshape=(0, 0, count, d), then_transpose=(0, 2, 1, 3))
+    split = split_heads(w, g, w.linear(h, f"{p}.qkv", weights), ids, p)
     rotated = {}
     for part in ("q", "k"):
         x = split[part]
         if g.qk_norm:  # over head_size: the same whether heads are before or after the transpose
             x = w.rms_norm(x, f"{p}.{part}_layernorm.weight", weights, g.norm_epsilon)
-        layer = w.net.add_rotary_embedding(x, rope[0], rope[1], False, 0 if g.rotated == d else g.rotated)
-        rotated[part] = w.named(layer, f"{p}.{part}.rotary")
+        rotated[part] = rotate(w, g, x, rope, f"{p}.{part}.rotary")
     factor = 1.0 / math.sqrt(d) if scale is None else scale
     scale_name = "attention.query_scale" if scale is None else f"attention.query_scale.{factor!r}"
     q = w.elementwise(rotated["q"], w.scalar(scale_name, factor, rank=4), "PROD",

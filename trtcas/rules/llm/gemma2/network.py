@@ -41,6 +41,8 @@ from trtcas.rules.llm.decoder.network import (
     gated_mlp,
     lm_head,
     rope_caches,
+    rotate,
+    split_heads,
 )
 from trtcas.rules.llm.gemma2.config import Gemma2Geometry, expected_weights
 from trtcas.rules.messages import require
@@ -83,17 +85,9 @@ def finish_network(backend: Backend, builder: Any, logger: Any, w: LayerWriter, 
 def attention_heads(w: LayerWriter, g: Any, qkv: Any, ids: Any, p: str, rope: tuple[Any, Any]) -> tuple[Any, Any, Any]:
     """A rank's fused ``[b, s, (h + 2 kv) d]`` projection as ``[b, n, s, d]`` q, k, v, with RoPE
     (rotated halves) on q and k."""
-    d = g.head_size
-    parts = {"q": (0, g.heads_per_rank), "k": (g.heads_per_rank, g.kv_heads_per_rank),
-             "v": (g.heads_per_rank + g.kv_heads_per_rank, g.kv_heads_per_rank)}
-    out = {}
-    for part, (first, count) in parts.items():
-        size = w.shape_with(ids, (count * d,), f"{p}.{part}_size")
-        flat = w.slice(qkv, (0, 0, first * d), size, f"{p}.{part}")
-        out[part] = w.shuffle(flat, f"{p}.{part}.heads", reshape=(0, 0, count, d), then_transpose=(0, 2, 1, 3))
+    out = split_heads(w, g, qkv, ids, p)
     for part in ("q", "k"):
-        layer = w.net.add_rotary_embedding(out[part], rope[0], rope[1], False, 0 if g.rotated == d else g.rotated)
-        out[part] = w.named(layer, f"{p}.{part}.rotary")
+        out[part] = rotate(w, g, out[part], rope, f"{p}.{part}.rotary")
     return out["q"], out["k"], out["v"]
 
 
