@@ -147,7 +147,7 @@ def bench_dtype(label: str, size: int, repeat: int, work: Path) -> dict:
         measure(
             "byteplane (trtcas, tuned zstd, all cores)",
             data,
-            lambda d: BYTEPLANE.encode(d, EncodeHint(esize, min_saving=KEEP)),
+            lambda d: BYTEPLANE.encode(d, EncodeHint(esize, min_saving=KEEP)).view(),
             lambda e: BYTEPLANE.decode(e, len(data)),
             repeat,
             base,
@@ -164,7 +164,7 @@ def bench_dtype(label: str, size: int, repeat: int, work: Path) -> dict:
         row = measure(
             f"xor_delta {model} r={noise:g}",
             child,
-            lambda d: XOR_DELTA.encode(d, EncodeHint(esize, parent, KEEP)),
+            lambda d: XOR_DELTA.encode(d, EncodeHint(esize, parent, KEEP)).view(),
             lambda e: XOR_DELTA.decode(e, len(child), parent),
             repeat,
             base,

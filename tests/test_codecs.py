@@ -25,6 +25,7 @@ from trtcas.cas.codecs import (
     estimate,
     frame_info,
 )
+from trtcas.cas.codecs.planes import split_planes
 from trtcas.cas.digest import hash_bytes
 from trtcas.errors import TrtcasError
 
@@ -77,7 +78,7 @@ CASES = {
 def test_byteplane_round_trips_bit_exactly(case, threads, block_bytes):
     data, esize = CASES[case]
     codec = BytePlaneCodec(threads=threads, block_bytes=block_bytes)
-    encoded = codec.encode(data, EncodeHint(esize, min_saving=ALWAYS, threads=threads))
+    encoded = codec.encode(data, EncodeHint(esize, min_saving=ALWAYS, threads=threads)).view()
     assert bytes(codec.decode(encoded, len(data))) == data
     out = bytearray(len(data))
     codec.decode_into(encoded, out)
@@ -92,7 +93,7 @@ def test_xor_delta_round_trips_bit_exactly(case):
     rng = np.random.default_rng(7)
     parent = bytes(np.frombuffer(data, np.uint8) ^ (rng.random(len(data)) < 0.05).astype(np.uint8)) if data else b""
     codec = XorDeltaCodec(block_bytes=SMALL_BLOCKS)
-    encoded = codec.encode(data, EncodeHint(esize, parent_of(parent), ALWAYS))
+    encoded = codec.encode(data, EncodeHint(esize, parent_of(parent), ALWAYS)).view()
     assert bytes(codec.decode(encoded, len(data), parent_of(parent))) == data
     assert b"".join(bytes(c) for c in codec.iter_decode(encoded, len(data), parent_of(parent))) == data
     assert bytes(decode_blob(encoded, len(data), parent_of(parent), expected=hash_bytes(data))) == data
@@ -107,7 +108,7 @@ def test_xor_delta_round_trips_bit_exactly(case):
 )
 def test_byteplane_round_trip_property(data, esize, block_elems, threads):
     codec = BytePlaneCodec(threads=threads, block_bytes=block_elems * esize)
-    encoded = codec.encode(data, EncodeHint(esize, min_saving=ALWAYS))
+    encoded = codec.encode(data, EncodeHint(esize, min_saving=ALWAYS)).view()
     assert bytes(codec.decode(encoded, len(data))) == data
 
 
@@ -124,7 +125,7 @@ def test_xor_delta_round_trip_property(data, mask_seed, density, esize, block_el
     mask = (rng.random(len(data)) < density) * rng.integers(1, 256, len(data))
     parent = bytes(np.frombuffer(data, np.uint8) ^ mask.astype(np.uint8)) if data else b""
     codec = XorDeltaCodec(block_bytes=block_elems * esize)
-    encoded = codec.encode(data, EncodeHint(esize, parent_of(parent), ALWAYS))
+    encoded = codec.encode(data, EncodeHint(esize, parent_of(parent), ALWAYS)).view()
     assert bytes(codec.decode(encoded, len(data), parent_of(parent))) == data
 
 
@@ -140,7 +141,7 @@ def test_incompressible_planes_are_stored_raw_and_compressible_ones_are_not():
     bf16 = weights(1 << 20, ml_dtypes.bfloat16)
     from trtcas.cas.codecs.frame import METHOD_RAW, METHOD_ZSTD, parse_frame
 
-    methods = [m for m, _ in parse_frame(BYTEPLANE.encode(bf16, EncodeHint(2))).entries]
+    methods = [m for m, _ in parse_frame(BYTEPLANE.encode(bf16, EncodeHint(2)).view()).entries]
     assert methods[0::2] == [METHOD_RAW] * (len(methods) // 2)  # mantissa planes
     assert methods[1::2] == [METHOD_ZSTD] * (len(methods) // 2)  # sign + exponent planes
 
@@ -149,7 +150,7 @@ def test_incompressible_planes_are_stored_raw_and_compressible_ones_are_not():
 @pytest.fixture(scope="module")
 def frame():
     data = weights(1 << 14, ml_dtypes.bfloat16)
-    return data, BytePlaneCodec(block_bytes=SMALL_BLOCKS).encode(data, EncodeHint(2, min_saving=ALWAYS))
+    return data, BytePlaneCodec(block_bytes=SMALL_BLOCKS).encode(data, EncodeHint(2, min_saving=ALWAYS)).view()
 
 
 def test_not_a_frame_is_reported(frame):
@@ -217,7 +218,7 @@ def test_decoding_to_the_wrong_size_or_with_the_wrong_codec_is_reported(frame):
 def delta():
     parent = weights(1 << 16, ml_dtypes.bfloat16)
     child = fine_tune(parent, ml_dtypes.bfloat16, 1e-3)
-    encoded = XOR_DELTA.encode(child, EncodeHint(2, parent_of(parent, depth=2)))
+    encoded = XOR_DELTA.encode(child, EncodeHint(2, parent_of(parent, depth=2))).view()
     return parent, child, encoded
 
 
@@ -256,7 +257,7 @@ def test_delta_needs_a_parent_of_the_same_size():
 # ---- the chooser -----------------------------------------------------------------------------
 def decoded(choice, size, parent=None):
     name, encoded = choice
-    return bytes(decode_blob(encoded, size, parent))
+    return bytes(decode_blob(encoded.view(), size, parent))
 
 
 def test_chooser_keeps_raw_what_does_not_pay():
@@ -300,3 +301,13 @@ def test_chooser_picks_byteplane_for_fp16_weights():
     data = weights(1 << 21, np.float16)
     choice = choose_encoding(data, "F16")
     assert choice[0] == "byteplane" and decoded(choice, len(data)) == data
+
+
+@given(st.binary(max_size=4096), st.sampled_from([1, 2, 4, 8]), st.integers(0, 7))
+def test_split_planes_are_the_bytes_of_each_element_at_any_alignment(raw, esize, offset):
+    """The shift-based split must equal byte k of each element, even on unaligned buffers."""
+    data = np.frombuffer(bytes(offset) + raw, dtype=np.uint8)[offset:]
+    data = data[: data.size - data.size % esize]
+    columns = data.reshape(-1, esize)
+    planes = split_planes(data, esize)
+    assert [bytes(p) for p in planes] == [bytes(columns[:, k]) for k in range(esize)]

@@ -31,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import zstandard
 
@@ -274,7 +274,7 @@ class BlobStore:
             rest = (view[i : i + CHUNK] for i in range(SAMPLE_BYTES, len(view), CHUNK))
             self._store_chunks(view[:SAMPLE_BYTES], rest, digest)
         else:
-            self._install(digest, view, "")
+            self._install(digest, (view,), "")
         return digest
 
     def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
@@ -290,7 +290,7 @@ class BlobStore:
         from trtcas.cas import frameblobs
 
         frame = frameblobs.encode(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth)
-        self._install(digest, view if frame is None else frame, "" if frame is None else TCX_SUFFIX)
+        self._install(digest, (view,) if frame is None else frame.parts, "" if frame is None else TCX_SUFFIX)
         return digest
 
     def _delta_parent(self, parent: Digest | None, size: int):
@@ -307,13 +307,16 @@ class BlobStore:
             return None
         return frameblobs.as_parent(parent, content, upstream[1] + 1 if upstream else 0)
 
-    def _install(self, digest: Digest, payload: memoryview, suffix: str) -> None:
-        """Write already-hashed bytes as the blob's file (temp, fsync, read-only, rename)."""
+    def _install(self, digest: Digest, parts: Sequence[bytes | memoryview], suffix: str) -> None:
+        """Write already-hashed bytes (``parts``, in order: a raw blob is one part, a frame
+        its unjoined pieces) as the blob's file (temp, fsync, read-only, rename)."""
         raw = self._raw_path(digest)
         path = raw.with_name(raw.name + suffix)
         batch = getattr(self._batches, "pending", None)
         with atomic_writer(path, mode=0o444, durable=batch is None) as pending:
-            pending.open().write(payload)
+            stream = pending.open()
+            for part in parts:
+                stream.write(part)
         if batch is None:
             self.statcache.remember_written(path, digest, self._kind(suffix))
         else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtcas.cas.codecs import CodecError, FrameInfo, Parent, choose_encoding, decode_blob, frame_info
+from trtcas.cas.codecs import CodecError, FrameInfo, PackedFrame, Parent, choose_encoding, decode_blob, frame_info
 from trtcas.cas.codecs import RAW as RAW_ENCODING
 from trtcas.cas.digest import Digest
 
@@ -45,7 +45,7 @@ def parent_of(info: FrameInfo) -> tuple[Digest, int] | None:
     return info.delta.parent, info.delta.chain_depth - 1
 
 
-def encode(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int) -> memoryview | None:
+def encode(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int) -> PackedFrame | None:
     """The frame worth storing for ``data`` (a delta against ``parent`` or byte planes), or
     None when raw bytes are as good (the chooser saw less than its minimum saving)."""
     codec, frame = choose_encoding(data, dtype, parent, max_chain_depth=max_chain_depth)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from trtcas.cas.codecs.frame import CODEC_IDS, frame_of
+from trtcas.cas.codecs.frame import CODEC_IDS, PackedFrame, frame_of
 from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
 from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.protocol import (
@@ -33,7 +33,7 @@ class BytePlaneCodec:
     threads: int = 0
     block_bytes: int = BLOCK_BYTES
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> memoryview | None:
+    def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
         if hint.element_size not in ELEMENT_SIZES:
             raise CodecError(f"byteplane needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
         size = memoryview(data).nbytes

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtcas.cas.codecs.byteplane import BYTEPLANE
+from trtcas.cas.codecs.frame import PackedFrame
 from trtcas.cas.codecs.plane_frames import encode_planes
 from trtcas.cas.codecs.planes import as_uint8
 from trtcas.cas.codecs.protocol import Buffer, EncodeHint, Parent, element_size
@@ -41,7 +42,7 @@ class Estimate:
     codec: str
     ratio: float
     sampled_bytes: int
-    frame: memoryview | None = None
+    frame: PackedFrame | None = None
 
 
 def _sample_spans(size: int, esize: int) -> list[tuple[int, int]]:
@@ -91,7 +92,7 @@ def choose_encoding(
     min_saving: float = MIN_SAVING,
     max_chain_depth: int = MAX_CHAIN_DEPTH,
     threads: int = 0,
-) -> tuple[str, memoryview | None]:
+) -> tuple[str, PackedFrame | None]:
     """(codec name, frame) for the best encoding that saves at least ``min_saving``, or
     ``("raw", None)`` when none does (store the bytes as they are)."""
     size = memoryview(data).nbytes

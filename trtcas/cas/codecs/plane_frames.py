@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from trtcas.cas.codecs.frame import Frame, FrameHeader, pack_frame
+from trtcas.cas.codecs.frame import Frame, FrameHeader, PackedFrame, pack_frame
 from trtcas.cas.codecs.planes import BLOCK_BYTES, as_uint8, decode_block, encode_block, run_ordered
 from trtcas.cas.codecs.protocol import Buffer, CodecError, CorruptFrame
 
@@ -24,7 +24,7 @@ def encode_planes(
     parent: Buffer | None = None,
     threads: int = 0,
     block_bytes: int = BLOCK_BYTES,
-) -> memoryview:
+) -> PackedFrame:
     """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as long)."""
     content = as_uint8(data)
     size = content.nbytes

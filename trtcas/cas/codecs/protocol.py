@@ -11,12 +11,15 @@ loudly and early on a frame that is structurally wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Union
+from typing import TYPE_CHECKING, Iterator, Protocol, Union
 
 import numpy as np
 
 from trtcas.cas.digest import Digest
 from trtcas.errors import TrtcasError
+
+if TYPE_CHECKING:
+    from trtcas.cas.codecs.frame import PackedFrame
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -99,16 +102,18 @@ class EncodeHint:
 class Codec(Protocol):
     """A weight codec. Frames name their codec in the header, so decode needs no name.
 
-    Frames and decoded content come back as a ``memoryview`` over a fresh numpy buffer
-    (bytes-like: write it, hash it, compare it; ``bytes(x)`` copies). Large ``bytes`` and
+    Frames come back as their unjoined pieces (``PackedFrame``), decoded content as a
+    ``memoryview`` over a fresh numpy buffer (bytes-like: write it, hash it, compare it;
+    ``bytes(x)`` copies). Large ``bytes`` and
     ``bytearray`` objects are filled a 4 KiB page fault at a time, numpy's buffers use huge
     pages: the difference was 1.7 vs 8.6 GB/s, more than the codecs' own cost."""
 
     name: str
     codec_id: int
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> memoryview | None:
-        """The frame of ``data``, or None when it saves less than ``hint.min_saving``."""
+    def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
+        """The frame of ``data`` (as its unjoined pieces: ``PackedFrame.view()`` joins
+        them), or None when it saves less than ``hint.min_saving``."""
         ...
 
     def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:

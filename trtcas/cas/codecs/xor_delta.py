@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from trtcas.cas.codecs.frame import CODEC_IDS, Frame, frame_of, parse_header
+from trtcas.cas.codecs.frame import CODEC_IDS, Frame, PackedFrame, frame_of, parse_header
 from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
 from trtcas.cas.codecs.planes import BLOCK_BYTES
 from trtcas.cas.codecs.protocol import (
@@ -77,7 +77,7 @@ class XorDeltaCodec:
     threads: int = 0
     block_bytes: int = BLOCK_BYTES
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> memoryview | None:
+    def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
         parent = hint.parent
         if parent is None:
             raise CodecError("xor_delta needs a parent blob to encode against")
