@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the build engine is imported when a build plans: a no-op an
 
     from trtcas.cas.tiered import TieredStore
     from trtcas.graph.outputs import PlannedOutput
+    from trtcas.graph.prepared import PreparedOutputs
     from trtcas.graph.schedulers import Reporter
 
 KEEP_LOGS = 20
@@ -203,6 +204,7 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     from trtcas.graph.dag import build_graph, plan_actions, select
     from trtcas.graph.fingerprint import collect_fingerprint
     from trtcas.graph.records import write_trace
+    from trtcas.graph.prepared import PreparedOutputs
     from trtcas.graph.runner import ActionRunner
     from trtcas.graph.schedulers import NullReporter, open_scheduler
 
@@ -218,17 +220,23 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     warnings: list[str] = []
     observer = reporter if hasattr(reporter, "log") and hasattr(reporter, "progress") else NullObserver()
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
+        prepared = PreparedOutputs(store.layout.tmp_root)
         runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier,
-                              previous_outputs=previous_outputs(store, config), observer=observer)
+                              previous_outputs=previous_outputs(store, config), observer=observer, prepared=prepared)
         pool = open_scheduler(scheduler, jobs=jobs, address=scheduler_address, remote=remote, remote_upload=remote_upload)
-        records = pool.execute(graph, runner, dry_run, reporter or NullReporter())
-        failed = [r for r in records if r.status in ("failed", "cancelled")]
         outputs: dict[str, str] = {}
         try:
-            if not failed and not dry_run:
-                outputs = materialize_outputs(store, graph, records, config.output_dir, config, fingerprint.to_dict())
-        except TrtcasError as exc:  # BlobNotFound: a stored blob proved bad, so build again
-            failed = [ActionRecord("materialize", "-", "failed", error=str(exc), retryable=isinstance(exc, BlobNotFound))]
+            records = pool.execute(graph, runner, dry_run, reporter or NullReporter())
+            failed = [r for r in records if r.status in ("failed", "cancelled")]
+            try:
+                if not failed and not dry_run:
+                    outputs = materialize_outputs(store, graph, records, config.output_dir, config,
+                                                  fingerprint.to_dict(), prepared)
+            except TrtcasError as exc:  # BlobNotFound: a stored blob proved bad, so build again
+                failed = [ActionRecord("materialize", "-", "failed", error=str(exc),
+                                       retryable=isinstance(exc, BlobNotFound))]
+        finally:
+            prepared.close()
         if attempt == 1 and failed and all(r.retryable for r in failed):
             warnings.append(f"{failed[0].error}; building again without it")
             continue
@@ -320,10 +328,11 @@ def planned_outputs(graph: nx.DiGraph, records: list[ActionRecord]) -> list[Plan
 
 
 def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[ActionRecord], output_dir: Path,
-                        config: TargetConfig | None = None, fingerprint: Mapping[str, Any] | None = None) -> dict[str, str]:
+                        config: TargetConfig | None = None, fingerprint: Mapping[str, Any] | None = None,
+                        prepared: PreparedOutputs | None = None) -> dict[str, str]:
     """Place declared outputs under ``output_dir`` (and, given ``config``, ``build.json``)
     as one transaction: all of them or, on any failure, none (``graph.outputs``); an output
-    already in place (a no-op build) is left alone."""
+    already in place (a no-op build) is left alone; one a rule prepared is moved in."""
     from trtcas.graph.outputs import place_outputs
 
     planned = planned_outputs(graph, records)
@@ -332,7 +341,7 @@ def materialize_outputs(store: ContentStore, graph: nx.DiGraph, records: list[Ac
         placed = {str(output_dir / p.relative): str(p.digest) for p in planned}
         files["build.json"] = build_json_bytes(config, records, placed, fingerprint or {})
     return place_outputs(store.blobs, store.statcache, output_dir, planned, files,
-                         keep_inside=config.base_dir if config is not None else None)
+                         keep_inside=config.base_dir if config is not None else None, prepared=prepared)
 
 
 def write_build_json(config: TargetConfig, records: list[ActionRecord], outputs: Mapping[str, str], fingerprint: Mapping[str, Any]) -> None:

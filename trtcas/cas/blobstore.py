@@ -211,10 +211,13 @@ class BlobStore:
                 yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime, frame)
 
     def iter_temp_files(self) -> Iterator[Path]:
-        """Leftover temp files of interrupted writers (never visible as blobs)."""
+        """Leftover temp files of interrupted writers (never visible as blobs), and the
+        prepared-output dirs (``graph.prepared``) of builds that were killed."""
         for base in (self.blob_root, self.tmp_root):
             if base.is_dir():
                 yield from (p for p in base.rglob(".*.tmp"))
+        if self.tmp_root.is_dir():
+            yield from self.tmp_root.glob("prepared-*")
 
     # ---- writing ----------------------------------------------------------------------
     def _should_compress(self, sample: bytes) -> bool:

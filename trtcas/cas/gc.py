@@ -25,6 +25,7 @@ What is never removed:
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -306,5 +307,8 @@ def verify_store(store: ContentStore, repair: bool = False, progress=None) -> Ve
     stale = [p for p in store.blobs.iter_temp_files() if p.stat().st_mtime < cutoff]
     if repair:
         for path in stale:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     return VerifyReport(checked, tuple(bad), tuple(dangling), len(stale), repair)

@@ -22,6 +22,7 @@ from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey
 from trtcas.graph.interrupt import BuildCancelled, cancel_requested, track_scratch, untrack_scratch
+from trtcas.graph.prepared import PreparedOutputs
 from trtcas.graph.rule import RuleRegistry
 from trtcas.oserrors import describe_os_error
 
@@ -56,7 +57,7 @@ class StoreRunContext:
 
     def __init__(self, action: Action, store: ContentStore, sources: Mapping[str, Path],
                  digests: Mapping[str, Digest], scratch: Path, previous: Mapping[str, Digest] | None = None,
-                 observer: ActionObserver | None = None):
+                 observer: ActionObserver | None = None, prepared: PreparedOutputs | None = None):
         self.action_id = action.id
         self.params = action.params
         self.scratch = scratch
@@ -67,6 +68,9 @@ class StoreRunContext:
         self._previous = previous or {}
         self.lines: list[str] = []
         self._observer = observer or NullObserver()
+        self._placed = frozenset(action.materialize)
+        self._prepared = prepared
+        self.preparing: dict[str, Path] = {}
 
     def input_digest(self, name: str) -> Digest:
         return self._digests[name]
@@ -110,6 +114,17 @@ class StoreRunContext:
     def previous_output(self, name: str) -> Digest | None:
         return self._previous.get(name)
 
+    def prepare_output(self, name: str) -> Path | None:
+        """Where to write output ``name`` in its placed form (e.g. the ``.safetensors``
+        file a tensor manifest is placed as) while the rule runs, or None when this build
+        does not place it here. A file written there is moved into the output dir instead
+        of being written again from the store; it must be byte for byte what the output's
+        format would write (``graph.prepared``)."""
+        if self._prepared is None or name not in self._placed:
+            return None
+        path = self.preparing[name] = self._prepared.new_path()
+        return path
+
     def log(self, message: str) -> None:
         self.lines.append(message)
         self._observer.log(self.action_id, message)
@@ -125,7 +140,7 @@ class StoreRunContext:
 
 def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest], sources: Mapping[str, Path],
                    store: ContentStore, registry: RuleRegistry, previous: Mapping[str, Digest] | None = None,
-                   observer: ActionObserver | None = None) -> ActionResult:
+                   observer: ActionObserver | None = None, prepared: PreparedOutputs | None = None) -> ActionResult:
     """Run ``action``'s rule against ``store``; store its outputs and log; return the result
     (not yet recorded in the action cache: the caller does that under the key lock). A rule
     that fails still leaves its log in the store (``ActionFailed.log``)."""
@@ -133,7 +148,7 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
     store.layout.tmp_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=store.layout.tmp_root))
     track_scratch(scratch)
-    context = StoreRunContext(action, store, sources, digests, scratch, previous, observer)
+    context = StoreRunContext(action, store, sources, digests, scratch, previous, observer, prepared)
     start = time.perf_counter()
     try:
         try:
@@ -141,6 +156,7 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
                 produced = rule.run(context)
                 outputs = {name: _store_output(store, value) for name, value in produced.items()}
             _check_sources_unchanged(store, sources, digests)
+            _offer_prepared(context, outputs, prepared)
         except BuildCancelled:
             raise
         except Exception as exc:
@@ -154,6 +170,12 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
         outputs=outputs, duration_s=time.perf_counter() - start,
         fingerprint=key.components.get("env", {}), log=log_digest, metadata=metadata,
     )
+
+
+def _offer_prepared(context: StoreRunContext, outputs: Mapping[str, Digest], prepared: PreparedOutputs | None) -> None:
+    for name, path in context.preparing.items():
+        if prepared is not None and name in outputs and path.is_file():
+            prepared.offer(path, outputs[name])
 
 
 def _store_log(store: ContentStore, lines: list[str]) -> Digest | None:

@@ -36,6 +36,7 @@ from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.digest import Digest
 from trtcas.cas.statcache import StatCache
 from trtcas.errors import TrtcasError
+from trtcas.graph.prepared import PreparedOutputs
 from trtcas.oserrors import describe_os_error
 from trtcas.registry import Registry
 
@@ -91,10 +92,12 @@ def check_relative(relative: str, output_dir: Path) -> Path:
 
 
 def place_outputs(blobs: BlobStore, statcache: StatCache, output_dir: Path, planned: list[PlannedOutput],
-                  files: Mapping[str, bytes], keep_inside: Path | None = None) -> dict[str, str]:
+                  files: Mapping[str, bytes], keep_inside: Path | None = None,
+                  prepared: PreparedOutputs | None = None) -> dict[str, str]:
     """Place ``planned`` outputs and the small ``files`` (``build.json``) under ``output_dir``
     as one transaction; returns dest path -> digest text. ``keep_inside``: a directory that
-    must never be moved (the target's own); an output dir holding it is updated per file."""
+    must never be moved (the target's own); an output dir holding it is updated per file.
+    ``prepared``: files the build's rules already wrote in placed form, moved, not rewritten."""
     output_dir = Path(output_dir)
     formats = {p.format: OUTPUT_FORMATS.get(p.format) for p in planned}
     dests = {p: check_relative(p.relative, output_dir) for p in planned}
@@ -102,7 +105,7 @@ def place_outputs(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
         check_relative(name, output_dir)
     try:
         with _placing_lock(output_dir):
-            _place_locked(blobs, statcache, output_dir, planned, formats, dests, files, keep_inside)
+            _place_locked(blobs, statcache, output_dir, planned, formats, dests, files, keep_inside, prepared)
     except BlobNotFound:
         raise
     except OSError as exc:
@@ -133,7 +136,7 @@ def _placing_lock(output_dir: Path) -> Iterator[None]:
 
 def _place_locked(blobs: BlobStore, statcache: StatCache, output_dir: Path, planned: list[PlannedOutput],
                   formats: Mapping[str, OutputFormat], dests: Mapping[PlannedOutput, Path],
-                  files: Mapping[str, bytes], keep_inside: Path | None) -> None:
+                  files: Mapping[str, bytes], keep_inside: Path | None, prepared: PreparedOutputs | None) -> None:
     unique = {p.relative: p for p in planned}  # ranks may share an output (one config.json)
     todo = [p for p in unique.values() if not formats[p.format].up_to_date(blobs, statcache, p.digest, dests[p])]
     if not todo:
@@ -141,9 +144,9 @@ def _place_locked(blobs: BlobStore, statcache: StatCache, output_dir: Path, plan
             atomic_write_bytes(output_dir / name, data)
     elif (keep_inside is not None and _holds(output_dir, Path(keep_inside))) or os.path.ismount(output_dir):
         # the target's own dir, or a mount point: neither can be swapped out, so per file
-        _commit_files(blobs, output_dir, todo, formats, files)
+        _commit_files(_Placer(blobs, formats, prepared), output_dir, todo, files)
     else:
-        _exchange_tree(blobs, output_dir, todo, formats, files)
+        _exchange_tree(_Placer(blobs, formats, prepared), output_dir, todo, files)
     for p in planned:  # linking and swapping moved ctimes: record what each dest holds now
         remember = getattr(formats[p.format], "remember", None)
         if remember is not None:
@@ -159,16 +162,25 @@ def _staging_dir(output_dir: Path) -> Path:
     return output_dir.parent / f".{output_dir.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _write_into(blobs: BlobStore, root: Path, todo: list[PlannedOutput], formats: Mapping[str, OutputFormat],
-                files: Mapping[str, bytes]) -> None:
-    for p in todo:
-        formats[p.format].place(blobs, p.digest, root / p.relative)
-    for name, data in files.items():
-        atomic_write_bytes(root / name, data)
+@dataclass(frozen=True)
+class _Placer:
+    """Writes outputs into a staging tree: a prepared file is moved there (``graph.prepared``),
+    anything else is written from the store by its format."""
+
+    blobs: BlobStore
+    formats: Mapping[str, OutputFormat]
+    prepared: PreparedOutputs | None
+
+    def write_into(self, root: Path, todo: list[PlannedOutput], files: Mapping[str, bytes]) -> None:
+        for p in todo:
+            dest = root / p.relative
+            if self.prepared is None or not self.prepared.move_into_place(p.digest, dest):
+                self.formats[p.format].place(self.blobs, p.digest, dest)
+        for name, data in files.items():
+            atomic_write_bytes(root / name, data)
 
 
-def _exchange_tree(blobs: BlobStore, output_dir: Path, todo: list[PlannedOutput],
-                   formats: Mapping[str, OutputFormat], files: Mapping[str, bytes]) -> None:
+def _exchange_tree(placer: _Placer, output_dir: Path, todo: list[PlannedOutput], files: Mapping[str, bytes]) -> None:
     """Stage the whole new tree beside the old one, then swap them in one rename."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_dir(output_dir)
@@ -177,7 +189,7 @@ def _exchange_tree(blobs: BlobStore, output_dir: Path, todo: list[PlannedOutput]
             _link_tree(output_dir, staging)
         else:
             staging.mkdir()
-        _write_into(blobs, staging, todo, formats, files)
+        placer.write_into(staging, todo, files)
         fsync_dir(staging)
         if not output_dir.exists():
             os.rename(staging, output_dir)
@@ -231,15 +243,14 @@ def _swap_by_renames(staging: Path, output_dir: Path) -> None:
     os.rename(aside, staging)  # removed with the staging dir
 
 
-def _commit_files(blobs: BlobStore, output_dir: Path, todo: list[PlannedOutput],
-                  formats: Mapping[str, OutputFormat], files: Mapping[str, bytes]) -> None:
+def _commit_files(placer: _Placer, output_dir: Path, todo: list[PlannedOutput], files: Mapping[str, bytes]) -> None:
     """Stage only the changed files, then rename each into place; a failed rename puts
     every file already replaced back from its hardlinked backup."""
     staging = _staging_dir(output_dir)
     names = [p.relative for p in todo] + list(files)
     try:
         staging.mkdir(parents=True)
-        _write_into(blobs, staging / "new", todo, formats, files)
+        placer.write_into(staging / "new", todo, files)
         backups = staging / "old"
         for name in names:
             if (output_dir / name).exists():

@@ -39,6 +39,7 @@ from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey, compute_key
 from trtcas.graph.context import ActionFailed, ActionObserver, NullObserver, run_invocation
+from trtcas.graph.prepared import PreparedOutputs
 from trtcas.graph.interrupt import BuildCancelled, raise_if_cancelled
 from trtcas.graph.fingerprint import Fingerprint, collect_fingerprint
 from trtcas.graph.records import Span
@@ -121,8 +122,10 @@ class ActionRunner:
         registry: RuleRegistry = RULES,
         previous_outputs: Mapping[str, Mapping[str, Digest]] | None = None,
         observer: ActionObserver | None = None,
+        prepared: PreparedOutputs | None = None,
     ):
         self.store = store
+        self.prepared = prepared  # outputs rules write in placed form (graph.prepared), local runs only
         self.previous_outputs = previous_outputs or {}
         self.base_dir = Path(base_dir)
         self.fingerprint = fingerprint or collect_fingerprint()
@@ -145,7 +148,7 @@ class ActionRunner:
     def local_invoke(self, invocation: Invocation) -> ActionResult:
         return run_invocation(invocation.action, invocation.key, invocation.inputs,
                               {n: Path(p) for n, p in invocation.sources.items()}, self.store, self.registry,
-                              invocation.previous_outputs, self.observer)
+                              invocation.previous_outputs, self.observer, self.prepared)
 
     # ---- one action, timed and recorded -------------------------------------------------
     def run(self, action: Action, dry_run: bool = False, invoke: Invoke | None = None) -> ActionRecord:

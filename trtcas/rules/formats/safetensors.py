@@ -189,6 +189,9 @@ def encode(tensors: Iterable[tuple[str, np.ndarray]], metadata: Mapping[str, str
     return header_bytes(slots, metadata) + b"".join(bytes(raw_bytes(array)) for _, array in items)
 
 
+DEFAULT_METADATA = {"format": "pt"}  # what torch's safetensors writes, so readers treat it as theirs
+
+
 def write_streamed(path: str | os.PathLike, slots: Iterable[TensorSlot], chunks: Iterator[tuple[str, Iterable[bytes | memoryview]]],
                    metadata: Mapping[str, str] | None = None, mode: int | None = None) -> None:
     """Write a file whose layout is known in advance, one tensor at a time, atomically.
@@ -199,7 +202,7 @@ def write_streamed(path: str | os.PathLike, slots: Iterable[TensorSlot], chunks:
     slots = tuple(slots)
     with atomic_writer(path, mode=mode) as pending:
         out = pending.open()
-        out.write(header_bytes(slots, metadata or {"format": "pt"}))
+        out.write(header_bytes(slots, metadata or DEFAULT_METADATA))
         for slot, (name, parts) in zip(slots, chunks, strict=True):
             if name != slot.name:
                 raise TrtcasError(f"{path}: tensor {name!r} arrived where {slot.name!r} was planned; report this bug")
@@ -209,6 +212,58 @@ def write_streamed(path: str | os.PathLike, slots: Iterable[TensorSlot], chunks:
                 written += len(part)
             if written != slot.nbytes:
                 raise TrtcasError(f"{path}: tensor {name!r} has {written} bytes, its shape needs {slot.nbytes}")
+
+
+class SlotFileWriter:
+    """Writes a file laid out for ``slots`` (in their order) while the tensors arrive in any order.
+
+    The header is written first and each tensor at its own offset (``pwrite``), so a
+    producer whose order differs from the file's writes the same bytes ``write_streamed``
+    would for these slots. ``finish`` checks every slot was written exactly once; a writer
+    that is not finished leaves no file (use it as a context manager)."""
+
+    def __init__(self, path: str | os.PathLike, slots: Iterable[TensorSlot],
+                 metadata: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        self._slots = {slot.name: slot for slot in slots}
+        header = header_bytes(self._slots.values(), metadata or DEFAULT_METADATA)
+        self._offsets, at = {}, len(header)
+        for slot in self._slots.values():
+            self._offsets[slot.name], at = at, at + slot.nbytes
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._pending = set(self._slots)
+        self._pwrite(header, 0)
+
+    def _pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        slot = self._slots.get(name)
+        if slot is None or name not in self._pending:
+            raise TrtcasError(f"{self.path}: tensor {name!r} was not planned for this file, or came twice; report this bug")
+        if dtype_code(array.dtype) != slot.dtype or tuple(array.shape) != slot.shape:
+            raise TrtcasError(f"{self.path}: tensor {name!r} is {dtype_code(array.dtype)}{list(array.shape)}, "
+                              f"planned as {slot.dtype}{list(slot.shape)}; report this bug")
+        self._pwrite(raw_bytes(array), self._offsets[name])
+        self._pending.discard(name)
+
+    def finish(self) -> None:
+        if self._pending:
+            raise TrtcasError(f"{self.path}: tensors {sorted(self._pending)[:3]} were planned but never written; report this bug")
+        os.close(self._fd)
+        self._fd = -1
+
+    def __enter__(self) -> "SlotFileWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.path.unlink(missing_ok=True)
 
 
 def write_arrays(path: str | os.PathLike, slots: Iterable[TensorSlot], arrays: Iterator[tuple[str, np.ndarray]],

@@ -13,7 +13,7 @@ build re-reads nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from trtcas.cas.digest import Digest
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 from trtcas.errors import TrtcasError
 from trtcas.rules.formats.safetensors import (
+    SlotFileWriter,
     TensorSlot,
     dtype_code,
     hash_tensors,
@@ -63,6 +64,21 @@ def store_tensors(blobs: BlobWriter, tensors: Iterable[tuple[str, np.ndarray]],
         digests = [blobs.put_bytes(bytes(data)) for data, _, _ in requests()]
     entries = [TensorEntry(name, code, shape, digest) for (name, code, shape), digest in zip(slots, digests, strict=True)]
     return TensorManifest.of(entries)
+
+
+def placed_file_writer(path: Path, slots: Iterable[TensorSlot]) -> SlotFileWriter:
+    """A writer of the exact file ``SafetensorsOutput.place`` would write for these tensors
+    (it lays out a manifest, whose entries are in name order), for a rule to prepare the
+    placed file while it stores the tensors (``RunContext.prepare_output``)."""
+    return SlotFileWriter(path, sorted(slots, key=lambda slot: slot.name))
+
+
+def written_while_passing(writer: SlotFileWriter, tensors: Iterable[tuple[str, np.ndarray]]
+                          ) -> Iterator[tuple[str, np.ndarray]]:
+    """``tensors``, each also written to ``writer`` as it passes."""
+    for name, array in tensors:
+        writer.write(name, array)
+        yield name, array
 
 
 def previous_manifest(ctx: Any, output: str) -> TensorManifest | None:
@@ -133,6 +149,7 @@ class SafetensorsOutput:
                     yield chunk
 
         write_streamed(dest, slots, ((e.name, chunks(e)) for e in manifest.entries), mode=0o444)
+        # placed_file_writer() writes these same bytes: keep the two layouts one
 
     def remember(self, statcache: Any, digest: Digest, dest: Path) -> None:
         """Record that ``dest`` (just placed, or just checked) holds the manifest ``digest``."""

@@ -1,0 +1,156 @@
+"""Outputs a rule writes in placed form while it runs (``graph.prepared``): the converted
+checkpoint is written during the convert and moved into the output dir, byte for byte
+what placing it from the store writes; nothing is left behind, whatever happens."""
+
+import os
+import random
+import time
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import trtcas
+from make_tiny_llama import make_tiny_llama
+from trtcas.cas.content_store import ContentStore
+from trtcas.cas.gc import verify_store
+from trtcas.errors import TrtcasError
+from trtcas.graph.prepared import PreparedOutputs
+from trtcas.rules.formats.safetensors import SlotFileWriter, TensorSlot, dtype_code, write_arrays
+
+TARGET = """
+[target]
+name = "prepared"
+[model]
+hf = "hf"
+dtype = "bfloat16"
+max_batch_size = 1
+max_seq_len = 8
+[parallel]
+tp = 2
+[engine]
+targets = ["sm86"]
+[output]
+dir = "{out}"
+"""
+
+
+def project(root, out="out"):
+    make_tiny_llama(root / "hf", seed=3)
+    (root / "trtcas.toml").write_text(TARGET.format(out=out))
+    return root / "trtcas.toml"
+
+
+def convert_only(target, cache):
+    result = trtcas.build(target, ["convert[rank0]", "convert[rank1]"], cache_dir=cache)
+    assert result.ok, result.error
+    return result
+
+
+def leftovers(cache):
+    return sorted(p.name for p in (cache / "tmp").glob("prepared-*"))
+
+
+def test_a_cold_convert_moves_its_prepared_checkpoint_into_place_byte_for_byte(tmp_path, monkeypatch):
+    target = project(tmp_path)
+    moved = []
+    real_move = PreparedOutputs.move_into_place
+
+    def spy(self, digest, dest):  # records which outputs came from a prepared file
+        done = real_move(self, digest, dest)
+        moved.append((dest.name, done))
+        return done
+
+    monkeypatch.setattr(PreparedOutputs, "move_into_place", spy)
+    cold = convert_only(target, tmp_path / "cache")
+    assert {r.status for r in cold.actions} == {"built"}
+    assert sorted(moved) == [("config.json", False), ("rank0.safetensors", True), ("rank1.safetensors", True)]
+    assert leftovers(tmp_path / "cache") == []
+    prepared = {r: (tmp_path / f"out/checkpoint/rank{r}.safetensors").read_bytes() for r in (0, 1)}
+
+    # the same outputs placed from the store (actions cached, nothing prepared): same bytes
+    (tmp_path / "trtcas.toml").write_text(TARGET.format(out="out2"))
+    moved.clear()
+    warm = convert_only(target, tmp_path / "cache")
+    assert {r.status for r in warm.actions} == {"cached"} and not any(done for _, done in moved)
+    for rank in (0, 1):
+        assert (tmp_path / f"out2/checkpoint/rank{rank}.safetensors").read_bytes() == prepared[rank]
+        assert (tmp_path / f"out/checkpoint/rank{rank}.safetensors").stat().st_mode & 0o222 == 0  # read-only
+
+
+def test_a_failed_convert_leaves_no_prepared_file_and_no_outputs(tmp_path):
+    target = project(tmp_path)
+    shard = next((tmp_path / "hf").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    result = trtcas.build(target, ["convert[rank0]"], cache_dir=tmp_path / "cache")
+    assert not result.ok
+    assert leftovers(tmp_path / "cache") == []
+    assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+def test_without_checkpoint_output_nothing_is_prepared(tmp_path, monkeypatch):
+    target = project(tmp_path)
+    target.write_text(target.read_text() + "checkpoint = false\n")
+    offered = []
+    monkeypatch.setattr(PreparedOutputs, "offer", lambda self, path, digest: offered.append(digest))
+    convert_only(target, tmp_path / "cache")
+    assert offered == [] and not (tmp_path / "out" / "checkpoint").exists()
+
+
+def arrays(seed):
+    rng = np.random.default_rng(seed)
+    return {
+        "b.weight": rng.standard_normal((3, 5)).astype(ml_dtypes.bfloat16),
+        "a.bias": rng.standard_normal(7).astype(np.float32),
+        "c.scale": rng.integers(-9, 9, (2, 2, 2)).astype(np.int8),
+        "empty": np.zeros((0, 4), np.float16),
+    }
+
+
+def slots_of(tensors):
+    return [TensorSlot(name, dtype_code(a.dtype), tuple(a.shape)) for name, a in tensors.items()]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_slot_writer_in_any_order_writes_what_the_streamed_writer_writes(tmp_path, seed):
+    tensors = arrays(seed)
+    slots = sorted(slots_of(tensors), key=lambda s: s.name)
+    write_arrays(tmp_path / "streamed", slots, ((s.name, tensors[s.name]) for s in slots))
+    order = list(tensors)
+    random.Random(seed).shuffle(order)
+    with SlotFileWriter(tmp_path / "slots", slots) as writer:
+        for name in order:
+            writer.write(name, tensors[name])
+        writer.finish()
+    assert (tmp_path / "slots").read_bytes() == (tmp_path / "streamed").read_bytes()
+
+
+def test_slot_writer_refuses_surprises_and_leaves_no_partial_file(tmp_path):
+    tensors = arrays(0)
+    path = tmp_path / "partial"
+    with pytest.raises(TrtcasError, match="planned as"):
+        with SlotFileWriter(path, slots_of(tensors)) as writer:
+            writer.write("b.weight", tensors["b.weight"].astype(np.float32))
+    assert not path.exists()
+    with pytest.raises(TrtcasError, match="never written"):
+        with SlotFileWriter(path, slots_of(tensors)) as writer:
+            writer.write("a.bias", tensors["a.bias"])
+            writer.finish()
+    assert not path.exists()
+    with pytest.raises(TrtcasError, match="came twice"):
+        with SlotFileWriter(path, slots_of(tensors)) as writer:
+            writer.write("a.bias", tensors["a.bias"])
+            writer.write("a.bias", tensors["a.bias"])
+    assert not path.exists()
+
+
+def test_verify_repair_removes_the_prepared_dir_a_killed_build_left(tmp_path):
+    store = ContentStore(tmp_path / "cache")
+    left = PreparedOutputs(store.layout.tmp_root)
+    left.new_path().write_bytes(b"half a checkpoint")
+    fresh = PreparedOutputs(store.layout.tmp_root)
+    fresh.new_path().write_bytes(b"a running build's")
+    old = time.time() - 2 * 3600
+    os.utime(left.root, (old, old))
+    verify_store(store, repair=True)
+    assert not left.root.exists() and fresh.root.exists()
