@@ -7,7 +7,7 @@ plane is stored raw, without spending time on it.
 
 The plane compressor is zstd with *tuned* parameters rather than level 1: on an exponent
 plane, level 1 spends its time finding 4-byte matches that do not pay (ratio 2.71, ~190-320
-MB/s a core); minimum match 7 with a tiny hash table leaves almost everything to zstd's
+MB/s a core); minimum match 7 with the smallest hash table leaves almost everything to zstd's
 Huffman literal coder, which is what such a plane needs (ratio 2.94, near its 2.99 entropy
 bound, ~640-800 MB/s compress, ~1.2 GB/s decompress, one core; XOR-delta planes gain too).
 ``benchmarks/codecs_bench.py`` has the figures. They are ordinary zstd frames: any zstd
@@ -42,7 +42,7 @@ PLANE_MIN_SAVING = 0.02  # a compressed plane must save this much, else it is st
 
 PLANE_PARAMS = zstandard.ZstdCompressionParameters(
     window_log=17,
-    hash_log=7,
+    hash_log=6,
     chain_log=7,
     search_log=1,
     min_match=7,
