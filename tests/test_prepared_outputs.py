@@ -12,6 +12,7 @@ import pytest
 
 import trtcas
 from make_tiny_llama import make_tiny_llama
+from support.tmpfs import tmpfs
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.gc import verify_store
 from trtcas.errors import TrtcasError
@@ -154,3 +155,10 @@ def test_verify_repair_removes_the_prepared_dir_a_killed_build_left(tmp_path):
     os.utime(left.root, (old, old))
     verify_store(store, repair=True)
     assert not left.root.exists() and fresh.root.exists()
+
+
+def test_nothing_is_prepared_for_an_output_dir_on_another_filesystem(tmp_path):
+    with tmpfs(tmp_path / "elsewhere") as mount:  # a real second filesystem (skips with the reason if not root)
+        prepared = PreparedOutputs(tmp_path / "cache" / "tmp", mount / "out")
+        assert not prepared.enabled
+    assert PreparedOutputs(tmp_path / "cache" / "tmp", tmp_path / "not" / "yet" / "out").enabled

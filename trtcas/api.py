@@ -220,7 +220,7 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     warnings: list[str] = []
     observer = reporter if hasattr(reporter, "log") and hasattr(reporter, "progress") else NullObserver()
     for attempt in (1, 2):  # a second pass only after a cached blob proved corrupt (now a miss)
-        prepared = PreparedOutputs(store.layout.tmp_root)
+        prepared = PreparedOutputs(store.layout.tmp_root, config.output_dir)
         runner = ActionRunner(store, config.base_dir, fingerprint=fingerprint, tier=tier,
                               previous_outputs=previous_outputs(store, config), observer=observer, prepared=prepared)
         pool = open_scheduler(scheduler, jobs=jobs, address=scheduler_address, remote=remote, remote_upload=remote_upload)

@@ -120,7 +120,7 @@ class StoreRunContext:
         does not place it here. A file written there is moved into the output dir instead
         of being written again from the store; it must be byte for byte what the output's
         format would write (``graph.prepared``)."""
-        if self._prepared is None or name not in self._placed:
+        if self._prepared is None or not self._prepared.enabled or name not in self._placed:
             return None
         path = self.preparing[name] = self._prepared.new_path()
         return path

@@ -28,8 +28,10 @@ from trtcas.graph.interrupt import track_scratch, untrack_scratch
 class PreparedOutputs:
     """One build's prepared output files, by the digest of the output they place."""
 
-    def __init__(self, tmp_root: Path):
+    def __init__(self, tmp_root: Path, output_dir: Path | None = None):
         self.root = Path(tmp_root) / f"prepared-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # a file prepared on another filesystem could not be renamed into place: don't write it
+        self.enabled = output_dir is None or _same_filesystem(Path(tmp_root), Path(output_dir))
         self._ready: dict[Digest, Path] = {}
         self._lock = threading.Lock()
 
@@ -72,6 +74,21 @@ class PreparedOutputs:
             self._ready.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         untrack_scratch(self.root)
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` (or their nearest existing ancestors) are on one filesystem."""
+    try:
+        return _existing(a).stat().st_dev == _existing(b).stat().st_dev
+    except OSError:
+        return False
+
+
+def _existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def _make_durable(path: Path) -> None:
