@@ -135,11 +135,13 @@ def run_engine(ctx) -> dict[str, Any]:
     with monitoring(ctx):  # progress bar, and Ctrl-C stops the builder
         plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
             toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
+            into=ctx.scratch / "plan",
         )
     if plan.effective_config != ctx.params["effective_config"]:
         raise TrtcasError("the builder config differs from the one planned into the key; report this bug")
     ctx.log(f"built in {plan.seconds:.3f}s, {len(plan.plan)} bytes")
-    return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
+    # a plan streamed to a file is stored from the file: never whole in this process's memory
+    return {"plan": plan.path or plan.plan, "names": ctx.input_bytes("refit_names")}
 
 
 def explain_engine(change) -> list[Any]:
