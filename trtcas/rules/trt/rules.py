@@ -130,9 +130,11 @@ def run_engine(ctx) -> dict[str, Any]:
     from trtcas.rules.trt.toolchain import load_toolchain
 
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed = load_network(ctx, toolchain).parsed
+    loaded = load_network(ctx, toolchain)
+    parsed = loaded.parsed
     parsed.logger.forward = ctx.log  # the builder's own log, live and failed builds included (`trtcas log`)
-    with monitoring(ctx):  # progress bar, and Ctrl-C stops the builder
+    # progress bar, Ctrl-C stops the builder, and the weights' pages go back as it copies them
+    with monitoring(ctx, between_phases=loaded.release_weight_pages):
         plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
             toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
             into=ctx.scratch / "plan",
