@@ -6,9 +6,6 @@ terminal), and ``step_complete`` returns False once the build was cancelled, whi
 ``build_serialized_network`` stop and return None. Which action's context hears the builder
 is a context variable set around the build (:func:`monitoring`), so ``build_plan`` and the
 toolchains that wrap it keep their signatures.
-
-The phase boundaries are also where the action can give back memory while the builder runs
-(``between_phases``: the pages of weights TensorRT has read, see ``rules.trt.mapped_weights``).
 """
 
 from __future__ import annotations
@@ -17,20 +14,15 @@ import functools
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-_CONTEXT: ContextVar[tuple[Any, Callable[[], None]] | None] = ContextVar("trtcas_build_context", default=None)
-
-
-def _nothing() -> None:
-    pass
+_CONTEXT: ContextVar[Any] = ContextVar("trtcas_build_context", default=None)
 
 
 @contextmanager
-def monitoring(ctx: Any, between_phases: Callable[[], None] = _nothing) -> Iterator[None]:
-    """Builds inside this block report to ``ctx`` (``progress``, ``cancelled``) and call
-    ``between_phases`` whenever a builder phase starts or finishes."""
-    token = _CONTEXT.set((ctx, between_phases))
+def monitoring(ctx: Any) -> Iterator[None]:
+    """Builds inside this block report to ``ctx`` (``progress``, ``cancelled``)."""
+    token = _CONTEXT.set(ctx)
     try:
         yield
     finally:
@@ -40,10 +32,10 @@ def monitoring(ctx: Any, between_phases: Callable[[], None] = _nothing) -> Itera
 def progress_monitor(trt: ModuleType) -> Any | None:
     """A monitor for the build about to start, or None outside :func:`monitoring` (or on a
     flavour without ``IProgressMonitor``)."""
-    current = _CONTEXT.get()
-    if current is None or not hasattr(trt, "IProgressMonitor"):
+    ctx = _CONTEXT.get()
+    if ctx is None or not hasattr(trt, "IProgressMonitor"):
         return None
-    return _monitor_class(trt)(*current)
+    return _monitor_class(trt)(ctx)
 
 
 @functools.cache
@@ -52,17 +44,15 @@ def _monitor_class(trt: ModuleType) -> type:
         """Reports the outermost phase's steps (the whole build), labelled with the phase
         running now; says stop once cancelled."""
 
-        def __init__(self, ctx: Any, between_phases: Callable[[], None]):
+        def __init__(self, ctx: Any):
             trt.IProgressMonitor.__init__(self)
             self.ctx = ctx
-            self.between_phases = between_phases
             self.cancelled = False
             self._phases: list[list[Any]] = []  # [name, steps done, steps] from outermost to innermost
 
         def phase_start(self, phase_name, parent_phase, num_steps):  # noqa: D102 (TensorRT's callback)
             self._phases.append([phase_name, 0, int(num_steps)])
             self._report()
-            self.between_phases()
 
         def step_complete(self, phase_name, step):  # noqa: D102
             for phase in self._phases:
@@ -78,7 +68,6 @@ def _monitor_class(trt: ModuleType) -> type:
                 del self._phases[len(names) - 1 - names[::-1].index(phase_name):]
             if self._phases:
                 self._report()
-            self.between_phases()
 
         def _report(self) -> None:
             report = getattr(self.ctx, "progress", None)

@@ -126,9 +126,11 @@ def engine_spec(params: Mapping[str, Any]):
 
 
 def run_engine(ctx) -> dict[str, Any]:
+    from trtcas.rules.trt.allocator import map_large_allocations
     from trtcas.rules.trt.diagnose import build_with_diagnosis
     from trtcas.rules.trt.toolchain import load_toolchain
 
+    map_large_allocations()  # the builder's freed copies of the weights go back at once
     toolchain = load_toolchain(ctx.params["backend"])
     loaded = load_network(ctx, toolchain)
     parsed = loaded.parsed
