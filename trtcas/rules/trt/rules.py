@@ -128,6 +128,7 @@ def engine_spec(params: Mapping[str, Any]):
 def run_engine(ctx) -> dict[str, Any]:
     from trtcas.rules.trt.allocator import map_large_allocations
     from trtcas.rules.trt.diagnose import build_with_diagnosis
+    from trtcas.rules.trt.mapped_weights import released_while_building
     from trtcas.rules.trt.toolchain import load_toolchain
 
     map_large_allocations()  # the builder's freed copies of the weights go back at once
@@ -135,8 +136,8 @@ def run_engine(ctx) -> dict[str, Any]:
     loaded = load_network(ctx, toolchain)
     parsed = loaded.parsed
     parsed.logger.forward = ctx.log  # the builder's own log, live and failed builds included (`trtcas log`)
-    # progress bar, Ctrl-C stops the builder, and the weights' pages go back as it copies them
-    with monitoring(ctx, between_phases=loaded.release_weight_pages):
+    # progress bar, Ctrl-C stops the builder; the weights' pages go back as TensorRT copies them
+    with monitoring(ctx), released_while_building(loaded.release_weight_pages):
         plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
             toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
             into=ctx.scratch / "plan",
