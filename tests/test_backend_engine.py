@@ -210,6 +210,16 @@ def test_example_models_build_for_sm86(backend, models, name):
     assert any("Engine generation completed" in line for line in plan.log)
 
 
+def test_a_plan_streamed_to_a_file_is_the_plan_built_in_memory(backend, models, tmp_path):
+    """Streaming the plan (so the process never holds it whole) must not change one byte."""
+    spec = EngineSpec(targets=["sm86"])
+    in_memory = build_plan(backend, parse_onnx(backend, models["transformer_block"]), spec, refittable=False)
+    streamed = build_plan(backend, parse_onnx(backend, models["transformer_block"]), spec, refittable=False,
+                          into=tmp_path / "plan")
+    assert in_memory.path is None and streamed.path == tmp_path / "plan"
+    assert streamed.path.read_bytes() == bytes(streamed.plan) == bytes(in_memory.plan)
+
+
 def test_two_targets_and_default_targets(backend, models):
     parsed = parse_onnx(backend, models["conv_block"])
     two = build_plan(backend, parsed, EngineSpec(targets=["SM120", "sm86"]), refittable=False)

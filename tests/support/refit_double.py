@@ -26,8 +26,8 @@ def refit_test_double(name: str = NAME):
     caps = dataclasses.replace(real.capabilities, can_build_refittable=True, can_refit=True)
     backend = dataclasses.replace(real, capabilities=caps)
 
-    def fake_build(backend, parsed, spec, refittable):
-        plan = build_plan(real, parsed, dataclasses.replace(spec, refit="no"), False)
+    def fake_build(backend, parsed, spec, refittable, into=None):
+        plan = build_plan(real, parsed, dataclasses.replace(spec, refit="no"), False, into)
         from trtcas.rules.trt.engine import effective_builder_config
         return dataclasses.replace(plan, effective_config=effective_builder_config(spec, backend, refittable))
 

@@ -1,6 +1,7 @@
 """The ``trtllm`` network source: one rank of a TensorRT-LLM checkpoint (its tensor manifest
 and config.json, as the convert or import action stored them), written with TensorRT's layers
-by the checkpoint's architecture."""
+by the checkpoint's architecture. The tensors are mapped from a scratch file
+(``rules.trt.mapped_weights``) so an engine build can give their memory back."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import json
 from typing import Any
 
 from trtcas.cas.manifest import TensorManifest
-from trtcas.rules.formats.tensors import load_tensors
 from trtcas.rules.llm.architectures import architecture
+from trtcas.rules.trt.mapped_weights import map_tensors
 from trtcas.rules.trt.sources import LoadedNetwork, profiles_by_name
 
 
@@ -17,10 +18,12 @@ def load_checkpoint_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
     manifest = TensorManifest.from_bytes(ctx.input_bytes("source_weights"))
     config = json.loads(ctx.input_bytes("source_config"))
     arch = architecture(config.get("architecture"), "the TensorRT-LLM checkpoint config")
+    weights = map_tensors(ctx, manifest, ctx.scratch)
     network = arch.build_network(
-        toolchain.backend, config, int(ctx.params["rank"]), load_tensors(ctx, manifest),
+        toolchain.backend, config, int(ctx.params["rank"]), weights.arrays,
         int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),
     )
     digests = {entry.name: entry.digest for entry in manifest.entries}
     return LoadedNetwork(network, None, profiles_by_name([p.canonical() for p in network.profiles]),
-                         weight_digests=digests, weight_arrays=dict(network.constants))
+                         weight_digests=digests, weight_arrays=dict(network.constants),
+                         release_weight_pages=weights.release_resident)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -34,19 +35,20 @@ class LayerSupport:
 
 
 def build_with_diagnosis(backend: Backend, network: ParsedNetwork, spec: EngineSpec, refittable: bool,
-                         build: Callable[..., EnginePlan] = build_plan) -> EnginePlan:
+                         build: Callable[..., EnginePlan] = build_plan, into: Path | None = None) -> EnginePlan:
     """``engine.build_plan`` for a written network, whose failure names the layer to blame.
 
     A network's own profiles are used when the spec has none. When the build fails with
     errors in the log (not a refittable build on a GPU-less machine, which ``build_plan``
     already explains), the layer is found from the log (every layer here is named) or, if
-    the log names none, by compiling each layer type of the network alone.
+    the log names none, by compiling each layer type of the network alone. ``into`` is
+    ``build``'s (a file to stream the plan to), passed on only when given.
     """
     if not spec.profiles and getattr(network, "profiles", ()):
         spec = replace(spec, profiles=network.profiles)
     mark = len(network.logger.lines)
     try:
-        return build(backend, network, spec, refittable)
+        return build(backend, network, spec, refittable, **({} if into is None else {"into": into}))
     except BuildCancelled:
         raise
     except TrtcasError as exc:

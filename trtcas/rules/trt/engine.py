@@ -14,9 +14,12 @@ here; the graph adds it to the key.
 """
 from __future__ import annotations
 
+import functools
+import mmap
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.interrupt import BuildCancelled
@@ -102,6 +105,7 @@ class EnginePlan:
     log: tuple[str, ...]
     seconds: float
     effective_config: dict[str, Any]
+    path: Path | None = None  # the file the plan was streamed to (``plan`` maps it), if it was
 
 
 def validate_spec(spec: EngineSpec, backend: Backend) -> None:
@@ -174,9 +178,12 @@ def effective_builder_config(spec: EngineSpec, backend: Backend, refittable: boo
     return _describe(config, spec, backend, refittable)
 
 
-def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refittable: bool) -> EnginePlan:
+def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refittable: bool,
+               into: Path | None = None) -> EnginePlan:
     """Build a serialized engine. ``refittable`` comes from :func:`decide_refittable`; it
     is an argument so the caller's decision (already part of the key) is the one used.
+
+    ``into``: a new file to stream the plan to, where the flavour can (see :func:`_serialize`).
 
     Refittable builds use ``REFIT`` (any new weight values), not ``REFIT_IDENTICAL``: the
     cache refits engines with *different* weights (a fine-tune, another TP rank), and
@@ -196,15 +203,60 @@ def build_plan(backend: Backend, parsed: ParsedNetwork, spec: EngineSpec, refitt
     start = time.perf_counter()
     with BUILD_GATE.open_for(tuple(effective.get("targets") or ())), \
             native_stderr_to(parsed.logger.native):  # see target_gate; Myelin's raw stderr lines join the build log
-        serialized = parsed.builder.build_serialized_network(parsed.network, config)
+        serialized, streamed_to = _serialize(backend.trt, parsed, config, into)
     seconds = time.perf_counter() - start
     if serialized is None and monitor is not None and monitor.cancelled:
         raise BuildCancelled(f"building {parsed.source} was cancelled")
     if serialized is None:
         raise TrtcasError(_build_failure(backend, parsed, spec, refittable, parsed.logger.errors(mark)))
-    # a view of TensorRT's host memory, not a copy: a plan is as large as the weights it embeds
-    return EnginePlan(plan=memoryview(serialized), log=tuple(parsed.logger.lines[mark:]),
-                      seconds=seconds, effective_config=effective)
+    return EnginePlan(plan=serialized, log=tuple(parsed.logger.lines[mark:]), seconds=seconds,
+                      effective_config=effective, path=streamed_to)
+
+
+def _serialize(trt: Any, parsed: ParsedNetwork, config: Any, into: Path | None) -> tuple[memoryview | None, Path | None]:
+    """The plan as a view, never a copy (a plan is as large as the weights it embeds), or
+    None when the build failed; and the file it was streamed to, if it was.
+
+    Where the flavour can stream a plan and ``into`` is given, TensorRT writes it to that
+    file piece by piece, and the view maps the file: the process never holds the plan in
+    its own memory, next to the copies of the weights TensorRT still holds when it writes.
+    Else the view is of TensorRT's host memory. Both give the same bytes.
+    """
+    if into is None or not hasattr(parsed.builder, "build_serialized_network_to_stream"):
+        serialized = parsed.builder.build_serialized_network(parsed.network, config)
+        return (None if serialized is None else memoryview(serialized)), None
+    with open(into, "xb") as out:
+        writer = _file_writer_class(trt)(out)
+        built = parsed.builder.build_serialized_network_to_stream(parsed.network, config, writer)
+    if writer.error is not None:
+        raise writer.error
+    if not built:
+        return None, None
+    with open(into, "rb") as stream:
+        return memoryview(mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)), into
+
+
+@functools.cache
+def _file_writer_class(trt: Any) -> type:
+    class FileWriter(trt.IStreamWriter):
+        """TensorRT's stream writer into an open file. A failed write (a full disk) is kept
+        to be raised after the build, which TensorRT stops once a write comes up short."""
+
+        def __init__(self, out: BinaryIO):
+            trt.IStreamWriter.__init__(self)
+            self.out = out
+            self.error: OSError | None = None
+
+        def write(self, data) -> int:  # noqa: D102 (TensorRT's callback)
+            if self.error is not None:
+                return 0
+            try:
+                return self.out.write(data)
+            except OSError as exc:
+                self.error = exc
+                return 0
+
+    return FileWriter
 
 
 # -- applying a spec to a builder config, and reading it back ----------------------------

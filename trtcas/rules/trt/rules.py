@@ -126,20 +126,27 @@ def engine_spec(params: Mapping[str, Any]):
 
 
 def run_engine(ctx) -> dict[str, Any]:
+    from trtcas.rules.trt.allocator import map_large_allocations
     from trtcas.rules.trt.diagnose import build_with_diagnosis
+    from trtcas.rules.trt.mapped_weights import released_while_building
     from trtcas.rules.trt.toolchain import load_toolchain
 
+    map_large_allocations()  # the builder's freed copies of the weights go back at once
     toolchain = load_toolchain(ctx.params["backend"])
-    parsed = load_network(ctx, toolchain).parsed
+    loaded = load_network(ctx, toolchain)
+    parsed = loaded.parsed
     parsed.logger.forward = ctx.log  # the builder's own log, live and failed builds included (`trtcas log`)
-    with monitoring(ctx):  # progress bar, and Ctrl-C stops the builder
+    # progress bar, Ctrl-C stops the builder; the weights' pages go back as TensorRT copies them
+    with monitoring(ctx), released_while_building(loaded.release_weight_pages):
         plan = build_with_diagnosis(  # plain build_plan, plus naming the layer to blame on failure
             toolchain.backend, parsed, engine_spec(ctx.params), ctx.params["refittable"], build=toolchain.build_plan,
+            into=ctx.scratch / "plan",
         )
     if plan.effective_config != ctx.params["effective_config"]:
         raise TrtcasError("the builder config differs from the one planned into the key; report this bug")
     ctx.log(f"built in {plan.seconds:.3f}s, {len(plan.plan)} bytes")
-    return {"plan": plan.plan, "names": ctx.input_bytes("refit_names")}
+    # a plan streamed to a file is stored from the file: never whole in this process's memory
+    return {"plan": plan.path or plan.plan, "names": ctx.input_bytes("refit_names")}
 
 
 def explain_engine(change) -> list[Any]:

@@ -23,7 +23,9 @@ class LoadedNetwork:
     optimization profiles by input name, ``[{input: (min, opt, max)}]``; ``weight_digests``:
     digests of weights already known by name (from a converter's tensor manifest), so they
     need not be read back through TensorRT (nor hashed twice); ``weight_arrays``: the arrays of
-    constants by name, for those whose dtype TensorRT's Python API cannot hand out (bf16).
+    constants by name, for those whose dtype TensorRT's Python API cannot hand out (bf16);
+    ``release_weight_pages``: gives back the memory of weights the builder has read so far,
+    where the loader can do that safely (see ``rules.trt.mapped_weights``); else it does nothing.
     """
 
     parsed: Any
@@ -31,6 +33,7 @@ class LoadedNetwork:
     profiles: list[dict] = field(default_factory=list)
     weight_digests: Mapping[str, Any] = field(default_factory=dict)
     weight_arrays: Mapping[str, Any] = field(default_factory=dict)
+    release_weight_pages: Callable[[], None] = field(default=lambda: None)
 
 
 # (run context, toolchain) -> LoadedNetwork

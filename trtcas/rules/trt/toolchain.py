@@ -20,7 +20,7 @@ from trtcas.rules.trt.backend import Backend, load_backend
 class Toolchain:
     name: str
     backend: Backend
-    build_plan: Callable  # (backend, parsed, spec, refittable) -> EnginePlan
+    build_plan: Callable  # (backend, parsed, spec, refittable, into=None) -> EnginePlan (into: stream the plan there)
     refit_plan: Callable  # (backend, plan bytes, {name: array}) -> bytes
 
 
