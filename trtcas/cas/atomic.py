@@ -9,11 +9,12 @@ and the target is untouched (pip's ``adjacent_tmp_file`` + ``replace`` does the 
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 TEMP_SUFFIX = ".tmp"  # gc/verify remove stale ``.*.tmp`` files left by dead writers
 
@@ -63,9 +64,11 @@ class AtomicFile:
 
     def _close(self, sync: bool) -> None:
         if self._handle is not None and not self._handle.closed:
+            self._handle.flush()
             if sync:
-                self._handle.flush()
                 os.fsync(self._handle.fileno())
+            else:
+                start_writeback(self._handle.fileno())
             self._handle.close()
 
     def _commit(self, mode: int | None, durable: bool = True) -> None:
@@ -115,6 +118,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
     """Replace ``path`` with ``data`` atomically and durably."""
     with atomic_writer(path, mode) as pending:
         pending.open().write(data)
+
+
+SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    import ctypes  # noqa: PLC0415 (only writers of batches need it)
+    import ctypes.util  # noqa: PLC0415
+
+    try:
+        call = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages to disk now, without waiting (Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``). A batch of files made durable by one
+    ``syncfs`` at its end would otherwise leave all their writeback to that moment (below
+    the kernel's background threshold nothing is written early): started per file, the disk
+    works while the next blobs are encoded, and the final flush finds little left. Only a
+    head start: durability still comes from the flush."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
 
 
 def sync_filesystem(path: str | os.PathLike) -> None:

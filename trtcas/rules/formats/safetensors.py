@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Mapping
 import ml_dtypes  # numpy's bfloat16; a dependency of onnx, which trtcas requires
 import numpy as np
 
-from trtcas.cas.atomic import atomic_writer
+from trtcas.cas.atomic import atomic_writer, start_writeback
 from trtcas.cas.digest import DEFAULT_ALGO, hash_bytes
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 from trtcas.errors import TrtcasError
@@ -249,6 +249,7 @@ class SlotFileWriter:
                               f"planned as {slot.dtype}{list(slot.shape)}; report this bug")
         self._pwrite(raw_bytes(array), self._offsets[name])
         self._pending.discard(name)
+        start_writeback(self._fd)  # the disk writes this tensor while the next is converted
 
     def finish(self) -> None:
         if self._pending:

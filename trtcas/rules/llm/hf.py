@@ -97,9 +97,24 @@ def _map_source(source: SourceTensor, name: str) -> np.ndarray:
         raise ConvertError(f"{source.file}: tensor {name!r} byte size disagrees with its shape {source.shape}")
     if count == 0:
         return np.zeros(source.shape, stored)
+    start = source.begin - source.begin % mmap.ALLOCATIONGRANULARITY
     with open(source.file, "rb") as stream:
-        region = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(region, stored, count, source.begin).reshape(source.shape)
+        region = mmap.mmap(stream.fileno(), source.end - start, access=mmap.ACCESS_READ, offset=start)
+    _populate(region)
+    return np.frombuffer(region, stored, count, source.begin - start).reshape(source.shape)
+
+
+MADV_POPULATE_READ = 22  # Linux 5.14: map every page of a range in one call
+
+
+def _populate(region: mmap.mmap) -> None:
+    """Map the tensor's pages now, in one call, instead of one fault per 64 KiB as the
+    converter and the hasher first touch them (the file is in the page cache: a cold
+    convert reads what the planner just hashed). Older kernels say EINVAL: then faults."""
+    try:
+        region.madvise(MADV_POPULATE_READ)
+    except (OSError, ValueError):
+        pass
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
