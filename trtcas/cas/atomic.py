@@ -14,7 +14,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 TEMP_SUFFIX = ".tmp"  # gc/verify remove stale ``.*.tmp`` files left by dead writers
 
@@ -55,6 +55,12 @@ class AtomicFile:
         if self._handle is None:
             self._handle = open(self.temp, "wb")
         return self._handle
+
+    def write_parts(self, parts: Iterable[bytes | memoryview]) -> None:
+        """Write ``parts`` in order (a frame's pieces go to the file without being joined)."""
+        stream = self.open()
+        for part in parts:
+            stream.write(part)
 
     def retarget(self, target: Path) -> None:
         self.target = Path(target)

@@ -211,13 +211,10 @@ class BlobStore:
                 yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime, frame)
 
     def iter_temp_files(self) -> Iterator[Path]:
-        """Leftover temp files of interrupted writers (never visible as blobs), and the
-        prepared-output dirs (``graph.prepared``) of builds that were killed."""
+        """Leftover temp files of interrupted writers (never visible as blobs)."""
         for base in (self.blob_root, self.tmp_root):
             if base.is_dir():
                 yield from (p for p in base.rglob(".*.tmp"))
-        if self.tmp_root.is_dir():
-            yield from self.tmp_root.glob("prepared-*")
 
     # ---- writing ----------------------------------------------------------------------
     def _should_compress(self, sample: bytes) -> bool:
@@ -317,9 +314,7 @@ class BlobStore:
         path = raw.with_name(raw.name + suffix)
         batch = getattr(self._batches, "pending", None)
         with atomic_writer(path, mode=0o444, durable=batch is None) as pending:
-            stream = pending.open()
-            for part in parts:
-                stream.write(part)
+            pending.write_parts(parts)
         if batch is None:
             self.statcache.remember_written(path, digest, self._kind(suffix))
         else:

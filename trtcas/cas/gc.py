@@ -304,7 +304,8 @@ def verify_store(store: ContentStore, repair: bool = False, progress=None) -> Ve
             if repair:
                 store.actions.delete(entry.key_hex)
     cutoff = time.time() - STALE_TEMP_SECONDS
-    stale = [p for p in store.blobs.iter_temp_files() if p.stat().st_mtime < cutoff]
+    leftovers = [*store.blobs.iter_temp_files(), *store.layout.tmp_root.glob("prepared-*")]  # + killed builds' prepared outputs
+    stale = [p for p in leftovers if p.stat().st_mtime < cutoff]
     if repair:
         for path in stale:
             if path.is_dir():
