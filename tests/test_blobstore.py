@@ -219,3 +219,30 @@ def test_compressed_blob_is_served_after_the_stat_cache_vouched_for_it(tmp_path)
     for _ in range(3):  # first read records it; later reads trust the record
         assert blobs.get_bytes(digest) == data
     assert blobs.statcache.lookup(blobs.locate(digest).path, "blake3", kind="blake3+zstd") == digest
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in a batch"])
+def test_a_consumed_file_is_moved_into_the_store_not_copied(store, tmp_path, batched):
+    """An action's scratch output (a streamed engine plan) is renamed into place."""
+    data = random_bytes(3 << 20, seed=7)  # incompressible: stored raw, so it can be moved
+    scratch = tmp_path / "scratch-plan"
+    scratch.write_bytes(data)
+    inode = scratch.stat().st_ino
+    if batched:
+        with store.blobs.batch():
+            digest = store.blobs.put_file(scratch, consume=True)
+    else:
+        digest = store.blobs.put_file(scratch, consume=True)
+    assert digest == hash_bytes(data) and not scratch.exists()
+    blob = store.blobs.locate(digest)
+    assert blob.path.stat().st_ino == inode and blob.path.stat().st_mode & 0o222 == 0
+    assert store.blobs.get_bytes(digest) == data and store.blobs.verify(digest)
+
+
+def test_a_consumed_file_that_compresses_is_stored_compressed_and_left_to_its_owner(store, tmp_path):
+    data = b"plan " * (1 << 20)
+    scratch = tmp_path / "scratch-text"
+    scratch.write_bytes(data)
+    digest = store.blobs.put_file(scratch, consume=True)
+    assert store.blobs.locate(digest).compressed and scratch.read_bytes() == data
+    assert store.blobs.get_bytes(digest) == data

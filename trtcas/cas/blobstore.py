@@ -25,21 +25,22 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import zstandard
 
-from trtcas.cas.atomic import AtomicFile, atomic_writer, sync_filesystem
+from trtcas.cas.atomic import AtomicFile, atomic_writer, fsync_dir, sync_filesystem
 from trtcas.cas.blobfiles import content_size, hash_zstd_file, try_reflink, zstd_size_or_none
-from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes, new_hasher
+from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes
+from trtcas.cas.hashing_writer import HashingWriter
 from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
+from trtcas.cas.stored_blob import BlobNotFound, ContentChanged, CorruptBlob, DigestMismatch, StoredBlob
 from trtcas.errors import TrtcasError
 
 log = logging.getLogger(__name__)
@@ -49,63 +50,6 @@ TCX_SUFFIX = ".tcx"
 _SUFFIXES = ("", ZSTD_SUFFIX, TCX_SUFFIX)  # the order locate prefers them in
 MAX_CHAIN_DEPTH = 4
 SAMPLE_BYTES = 4 << 20  # compressibility is judged on the first 4 MiB
-
-
-class BlobNotFound(TrtcasError):
-    """The store has no (valid) blob for a digest: a cache miss."""
-
-
-class CorruptBlob(BlobNotFound):
-    """A stored blob no longer matches its digest; it has been quarantined."""
-
-
-class ContentChanged(TrtcasError):
-    """A source file changed between hashing it and storing it."""
-
-
-class DigestMismatch(TrtcasError):
-    """Bytes from an untrusted source (a remote cache) are not the blob they claim to be."""
-
-
-@dataclass(frozen=True)
-class StoredBlob:
-    """A blob as it lies on disk."""
-
-    digest: Digest
-    path: Path
-    compressed: bool
-    stored_size: int
-    mtime: float
-    frame: bool = False  # a codec frame (``.tcx``): decoded, maybe against a parent
-
-    @property
-    def encoding(self) -> str:
-        return "tcx" if self.frame else "zstd" if self.compressed else "raw"
-
-
-class _HashingWriter:
-    """Writes raw or zstd-compressed bytes to ``out`` while hashing the raw bytes."""
-
-    def __init__(self, out: BinaryIO, algo: str, compress: bool, level: int, size: int = -1):
-        self._hasher = new_hasher(algo)
-        self._size = 0
-        self._algo = algo
-        self._raw_out = out
-        self._sink = (
-            zstandard.ZstdCompressor(level=level).stream_writer(out, size=size, closefd=False) if compress else out
-        )
-
-    def write(self, data: bytes) -> None:
-        self._hasher.update(data)
-        self._size += len(data)
-        self._sink.write(data)
-
-    def finish(self) -> Digest:
-        if self._sink is not self._raw_out:
-            self._sink.flush(zstandard.FLUSH_FRAME)
-            self._sink.close()
-        self._raw_out.flush()
-        return Digest(self._algo, self._hasher.hexdigest(), self._size)
 
 
 class BlobStore:
@@ -230,7 +174,7 @@ class BlobStore:
     def _write_into(self, pending: AtomicFile, first: bytes, rest: Iterator[bytes], size: int) -> tuple[Digest, bool]:
         """Write a blob whose first chunk is ``first`` into the temp file of ``pending``."""
         compress = self._should_compress(first[:SAMPLE_BYTES])
-        writer = _HashingWriter(pending.open(), self.algo, compress, self.zstd_level, size)
+        writer = HashingWriter(pending.open(), self.algo, compress, self.zstd_level, size)
         writer.write(first)
         for chunk in rest:
             writer.write(chunk)
@@ -312,9 +256,16 @@ class BlobStore:
         its unjoined pieces) as the blob's file (temp, fsync, read-only, rename)."""
         raw = self._raw_path(digest)
         path = raw.with_name(raw.name + suffix)
-        batch = getattr(self._batches, "pending", None)
-        with atomic_writer(path, mode=0o444, durable=batch is None) as pending:
+        with atomic_writer(path, mode=0o444, durable=not self._batched()) as pending:
             pending.write_parts(parts)
+        self._written(path, digest, suffix)
+
+    def _batched(self) -> bool:
+        return getattr(self._batches, "pending", None) is not None
+
+    def _written(self, path: Path, digest: Digest, suffix: str) -> None:
+        """Record a new blob file: now, or (in a batch) once the batch's flush made it durable."""
+        batch = getattr(self._batches, "pending", None)
         if batch is None:
             self.statcache.remember_written(path, digest, self._kind(suffix))
         else:
@@ -392,8 +343,12 @@ class BlobStore:
         first = read(SAMPLE_BYTES)
         return self._store_chunks(first, iter(lambda: read(CHUNK), b""), expected, untrusted=True)
 
-    def put_file(self, path: str | os.PathLike) -> Digest:
-        """Store a file; hashes through the stat cache so an already-stored file costs a stat."""
+    def put_file(self, path: str | os.PathLike, consume: bool = False) -> Digest:
+        """Store a file; hashes through the stat cache so an already-stored file costs a stat.
+
+        ``consume``: the file is the caller's to give away (an action's scratch output, such
+        as a streamed engine plan as large as the model): when it is to be stored raw it is
+        renamed into the store instead of copied."""
         path = Path(path)
         try:
             digest = self.statcache.digest_of(path, self.algo)
@@ -402,6 +357,8 @@ class BlobStore:
                 return digest
             with open(path, "rb") as stream:
                 first = stream.read(SAMPLE_BYTES)
+                if consume and not self._should_compress(first) and self._adopt(path, digest):
+                    return digest
                 return self._store_chunks(first, iter(lambda: stream.read(CHUNK), b""), digest)
         except FileNotFoundError as exc:
             raise TrtcasError(f"cannot store {path}: no such file") from exc
@@ -409,6 +366,24 @@ class BlobStore:
             raise TrtcasError(f"cannot store {path}: it is a directory, not a file") from exc
         except PermissionError as exc:
             raise TrtcasError(f"cannot store {path}: permission denied") from exc
+
+    def _adopt(self, path: Path, digest: Digest) -> bool:
+        """Rename a file already hashed as ``digest`` into its raw blob path (same
+        filesystem only; False otherwise, and the caller copies)."""
+        final = self._raw_path(digest)
+        try:
+            os.chmod(path, 0o444)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if not self._batched():
+                with open(path, "rb") as stream:
+                    os.fsync(stream.fileno())
+            os.replace(path, final)
+        except OSError:
+            return False
+        if not self._batched():
+            fsync_dir(final.parent)
+        self._written(final, digest, "")
+        return True
 
     # ---- reading ----------------------------------------------------------------------
     def _content_digest(self, blob: StoredBlob) -> Digest:

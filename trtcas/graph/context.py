@@ -154,7 +154,7 @@ def run_invocation(action: Action, key: ActionKey, digests: Mapping[str, Digest]
         try:
             with store.blobs.batch():  # one flush for all the action's blobs, before its entry is recorded
                 produced = rule.run(context)
-                outputs = {name: _store_output(store, value) for name, value in produced.items()}
+                outputs = {name: _store_output(store, value, scratch) for name, value in produced.items()}
             _check_sources_unchanged(store, sources, digests)
             _offer_prepared(context, outputs, prepared)
         except BuildCancelled:
@@ -199,15 +199,15 @@ def _failure(exc: Exception, context: StoreRunContext, store: ContentStore) -> A
     return ActionFailed(message, log=log)
 
 
-def _store_output(store: ContentStore, value: Any) -> Digest:
+def _store_output(store: ContentStore, value: Any, scratch: Path) -> Digest:
     if isinstance(value, Digest):
         if not store.blobs.has(value):
             raise ActionFailed(f"rule returned {value} but never stored it")
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return store.blobs.put_bytes(value)  # no copy: an engine plan can be as large as the model
-    if isinstance(value, Path):
-        return store.blobs.put_file(value)
+    if isinstance(value, Path):  # one in the action's scratch dir is the rule's to give away: moved, not copied
+        return store.blobs.put_file(value, consume=scratch in value.parents)
     raise ActionFailed(f"rule returned an output of type {type(value).__name__}; expected bytes, Path or Digest")
 
 

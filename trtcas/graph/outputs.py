@@ -19,9 +19,9 @@ renamed into place, and put back from hardlinked backups if a rename fails.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import ctypes.util
 import errno
+import fcntl
 import os
 import re
 import shutil
