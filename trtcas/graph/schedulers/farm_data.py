@@ -216,8 +216,8 @@ class FetchingBlobs:
     def put_stream(self, stream: BinaryIO) -> Digest:
         return self._note(self._local.put_stream(stream))
 
-    def put_file(self, path: str | os.PathLike) -> Digest:
-        return self._note(self._local.put_file(path))
+    def put_file(self, path: str | os.PathLike, consume: bool = False) -> Digest:
+        return self._note(self._local.put_file(path, consume))
 
     def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
         return self._note(self._local.put_tensor(data, dtype, parent))
