@@ -111,3 +111,25 @@ def test_a_no_op_process_imports_no_tensorrt_networkx_or_numpy(project):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=project)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_no_op_cli_off_a_terminal_does_not_load_the_terminal_display(project):
+    """Off a terminal the progress display writes plain lines: rich is not even imported."""
+    build(project)
+    build(project)
+    time.sleep(2.1)
+    script = (
+        "import sys\n"
+        "from trtcas.cli import main\n"
+        "try:\n"
+        f"    main(['build', {str(project / 'trtcas.toml')!r}, '--cache-dir', {str(project.parent / 'cache')!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print('rich loaded' if any(m.startswith('rich') for m in sys.modules) else 'no rich', file=sys.stderr)\n"
+    )
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=project,
+                             env={k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE",
+                                                                                   "TTY_INTERACTIVE", "FORCE_TERMINAL")})
+    assert out.returncode == 0, out.stderr
+    assert "cached" in out.stderr and out.stderr.strip().endswith("no rich"), out.stderr

@@ -18,11 +18,19 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from rich.markup import escape
+# Environment variables with which rich treats a pipe as a terminal.
+_FORCING_TERMINAL = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_TERMINAL")
 
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported when first needed (only a terminal display needs it)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def color_allowed() -> bool:
@@ -69,12 +77,18 @@ class ActionProgress:
     """
 
     def __init__(self, enabled: bool = True, quiet: bool = False, verbose: bool = False):
-        from rich.console import Console
-
         self.enabled = enabled and not quiet
         self.verbose = verbose and enabled
-        self.console = Console(stderr=True, highlight=False, no_color=not color_allowed(), soft_wrap=True)
-        self.live = self.enabled and self.console.is_terminal  # bars only for a person watching
+        # Off a terminal, rich is not even imported (a no-op build in a script pays for no
+        # console); where something might make rich call stderr a terminal, rich decides.
+        self.console = None
+        self.terminal = False
+        if stderr_is_terminal() or any(os.environ.get(name) for name in _FORCING_TERMINAL):
+            from rich.console import Console
+
+            self.console = Console(stderr=True, highlight=False, no_color=not color_allowed(), soft_wrap=True)
+            self.terminal = self.console.is_terminal
+        self.live = self.enabled and self.terminal  # bars only for a person watching
         self._progress = None
         self._tasks: dict[str, int] = {}
         self._counter: int | None = None
@@ -132,7 +146,7 @@ class ActionProgress:
         if not self.enabled:
             return
         line = finished_line(record, self._done, self._total)
-        if not self.console.is_terminal:
+        if not self.terminal:
             self._plain(line)
             return
         style = _STATUS_STYLE.get(record.status, "")
@@ -143,7 +157,7 @@ class ActionProgress:
     def log(self, action_id: str, line: str) -> None:
         if self.verbose:
             text = f"{action_id} | {line}"
-            if self.console.is_terminal:
+            if self.terminal:
                 self.console.print(escape(text), style="dim")
             else:
                 self._plain(text)
