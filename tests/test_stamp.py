@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from make_models import write_models
 
 import trtcas
-from make_models import write_models
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.graph import stamp
