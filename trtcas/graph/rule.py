@@ -38,10 +38,14 @@ class RunContext(Protocol):
     # target's last build (see graph.runner.Invocation.previous_outputs).
     # def put_tensor(self, data, dtype: str | None, parent: Digest | None) -> Digest: ...
     # def previous_output(self, name: str) -> Digest | None: ...
+    # Optional (a local build that places the output): where to write output ``name`` in its
+    # placed form while running, to be moved into the output dir (graph.prepared), or None.
+    # def prepare_output(self, name: str) -> Path | None: ...
     def log(self, message: str) -> None: ...
 
 
-# A rule's run returns output name -> bytes, a file Path, or an already stored Digest.
+# A rule's run returns output name -> bytes, a file Path, or an already stored Digest. A
+# Path inside ``scratch`` is the rule's to give away: the store may move it rather than copy.
 RunFunction = Callable[[RunContext], Mapping[str, "bytes | Path | Digest"]]
 @dataclass(frozen=True)
 class ExplainInput:
