@@ -1,7 +1,8 @@
 """The ``trtllm`` network source: one rank of a TensorRT-LLM checkpoint (its tensor manifest
 and config.json, as the convert or import action stored them), written with TensorRT's layers
-by the checkpoint's architecture. The tensors are mapped from a scratch file
-(``rules.trt.mapped_weights``) so an engine build can give their memory back."""
+by the checkpoint's architecture. For an engine build the tensors are mapped from a scratch
+file (``rules.trt.mapped_weights``) so the build can give their memory back; otherwise
+(canonicalizing, evaluating) they are read from the store as they are, with no file written."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import json
 from typing import Any
 
 from trtcas.cas.manifest import TensorManifest
+from trtcas.rules.formats.tensors import load_tensors
 from trtcas.rules.llm.architectures import architecture
-from trtcas.rules.trt.mapped_weights import map_tensors
+from trtcas.rules.trt.mapped_weights import MappedWeights, map_tensors
 from trtcas.rules.trt.sources import LoadedNetwork, profiles_by_name
 
 
-def load_checkpoint_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
+def load_checkpoint_network(ctx: Any, toolchain: Any, for_engine_build: bool = False) -> LoadedNetwork:
     manifest = TensorManifest.from_bytes(ctx.input_bytes("source_weights"))
     config = json.loads(ctx.input_bytes("source_config"))
     arch = architecture(config.get("architecture"), "the TensorRT-LLM checkpoint config")
-    weights = map_tensors(ctx, manifest, ctx.scratch)
+    weights = map_tensors(ctx, manifest, ctx.scratch) if for_engine_build else MappedWeights(load_tensors(ctx, manifest), None)
     network = arch.build_network(
         toolchain.backend, config, int(ctx.params["rank"]), weights.arrays,
         int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]),

@@ -8,6 +8,7 @@ kind of model source is a new entry, not a new branch here.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -36,8 +37,9 @@ class LoadedNetwork:
     release_weight_pages: Callable[[], None] = field(default=lambda: None)
 
 
-# (run context, toolchain) -> LoadedNetwork
-NetworkLoader = Callable[[Any, Any], LoadedNetwork]
+# (run context, toolchain) -> LoadedNetwork; a loader that can hold its weights so an engine
+# build gives their memory back also takes ``for_engine_build=True`` (see load_network).
+NetworkLoader = Callable[..., LoadedNetwork]
 NETWORK_SOURCES: Registry[NetworkLoader] = Registry("network source", entry_point_group="trtcas.network_sources")
 
 
@@ -48,5 +50,12 @@ def profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple]
     return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
 
 
-def load_network(ctx: Any, toolchain: Any) -> LoadedNetwork:
-    return NETWORK_SOURCES.get(ctx.params.get("source", "onnx"))(ctx, toolchain)
+def load_network(ctx: Any, toolchain: Any, for_engine_build: bool = False) -> LoadedNetwork:
+    """The action's network. ``for_engine_build``: it is for the builder, so a loader that
+    can should hold the weights where their memory can be given back while TensorRT copies
+    them (a scratch file, mapped: ``rules.trt.mapped_weights``); writing that file costs the
+    weights' size in disk writes, which canonicalizing or evaluating does not need to pay."""
+    loader = NETWORK_SOURCES.get(ctx.params.get("source", "onnx"))
+    if for_engine_build and "for_engine_build" in inspect.signature(loader).parameters:
+        return loader(ctx, toolchain, for_engine_build=True)
+    return loader(ctx, toolchain)
