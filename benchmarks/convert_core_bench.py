@@ -17,7 +17,6 @@ does where cores allow.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -41,8 +40,7 @@ def convert_in_this_process(hf: Path, cache: Path, tp: int, checkpoint: Path | N
     from trtcas.cas.content_store import ContentStore
     from trtcas.cas.tree import source_digest
     from trtcas.rules.formats.tensors import placed_file_writer, store_tensors, written_while_passing
-    from trtcas.rules.llm.convert import iter_rank_tensors, plan_rank
-    from trtcas.rules.llm.hf import read_hf_config
+    from trtcas.rules.llm.convert import open_rank
     from trtcas.rules.llm.spec import ConvertSpec
 
     store = ContentStore(cache)
@@ -51,12 +49,11 @@ def convert_in_this_process(hf: Path, cache: Path, tp: int, checkpoint: Path | N
 
     def rank(r: int) -> None:
         with store.blobs.batch():
-            tensors = iter_rank_tensors(hf, spec, r)
+            slots, tensors = open_rank(hf, spec, r)
             if checkpoint is None:
                 store_tensors(store.blobs, tensors)
                 return
             checkpoint.mkdir(parents=True, exist_ok=True)
-            slots = [slot for step in plan_rank(read_hf_config(hf), spec, r) for slot in step.outputs]
             with placed_file_writer(checkpoint / f"rank{r}.safetensors", slots) as writer:
                 store_tensors(store.blobs, written_while_passing(writer, tensors))
                 writer.finish()

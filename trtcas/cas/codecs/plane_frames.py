@@ -63,6 +63,20 @@ def _parent_view(frame: Frame, parent: Buffer | None) -> np.ndarray | None:
     return view
 
 
+def _block_decoder(frame: Frame, encoded: Buffer, parent: Buffer | None):
+    """``decode((index, row), target)``: one block's content into ``target`` (its length),
+    XORed with the parent's slice of that block when the frame is a delta."""
+    view = memoryview(encoded)
+    parent_u8 = _parent_view(frame, parent)
+
+    def decode(block, target: np.ndarray) -> None:
+        index, row = block
+        start, end = frame.header.block_span(index)
+        decode_block(frame, view, row, target, None if parent_u8 is None else parent_u8[start:end])
+
+    return decode
+
+
 def decode_planes_into(
     frame: Frame, encoded: Buffer, out: Buffer, parent: Buffer | None = None, threads: int = 0
 ) -> None:
@@ -75,14 +89,12 @@ def _decode_into_array(frame: Frame, encoded: Buffer, target: np.ndarray, parent
     _check_size(frame, target.nbytes)
     if target.nbytes and not target.flags.writeable:
         raise CodecError("decode_into needs a writable buffer")
-    view = memoryview(encoded)
-    parent_u8 = _parent_view(frame, parent)
     header = frame.header
+    decode = _block_decoder(frame, encoded, parent)
 
     def one(block):
-        index, row = block
-        start, end = header.block_span(index)
-        decode_block(frame, view, row, target[start:end], None if parent_u8 is None else parent_u8[start:end])
+        start, end = header.block_span(block[0])
+        decode(block, target[start:end])
 
     for _ in run_ordered(one, frame.blocks(), threads):
         pass
@@ -105,15 +117,13 @@ def iter_decode_planes(
 ) -> Iterator[memoryview]:
     """The content a block at a time, in order; at most a few blocks are held at once."""
     _check_size(frame, size)
-    view = memoryview(encoded)
-    parent_u8 = _parent_view(frame, parent)
     header = frame.header
+    decode = _block_decoder(frame, encoded, parent)
 
     def one(block):
-        index, row = block
-        start, end = header.block_span(index)
+        start, end = header.block_span(block[0])
         target = np.empty(end - start, dtype=np.uint8)
-        decode_block(frame, view, row, target, None if parent_u8 is None else parent_u8[start:end])
+        decode(block, target)
         return memoryview(target)
 
     yield from run_ordered(one, frame.blocks(), threads)

@@ -143,16 +143,27 @@ def trtllm_config(hf_config: Mapping, spec: ConvertSpec) -> dict:
     return architecture(hf_architecture(hf_config)).trtllm_config(hf_config, spec)
 
 
-def iter_rank_tensors(hf_dir: str | os.PathLike, spec: ConvertSpec, rank: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Rank ``rank``'s TRT-LLM tensors one at a time, in file order.
+def open_rank(hf_dir: str | os.PathLike, spec: ConvertSpec, rank: int
+              ) -> tuple[tuple[TensorSlot, ...], Iterator[tuple[str, np.ndarray]]]:
+    """Rank ``rank``'s tensors as planned (their slots, in file order) and as computed, one
+    at a time in that order.
 
     Everything that can be checked without tensor data (config, splits, files, truncation)
-    is checked before the first tensor is yielded.
+    is checked before this returns.
     """
     arch, hf_config = _open(hf_dir)
     steps = arch.plan_rank(hf_config, spec, rank)
     ckpt = open_hf_checkpoint(hf_dir)
-    return _rank_tensors(arch, ckpt, hf_config, spec, steps, rank)
+    return _slots(steps), _rank_tensors(arch, ckpt, hf_config, spec, steps, rank)
+
+
+def iter_rank_tensors(hf_dir: str | os.PathLike, spec: ConvertSpec, rank: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Rank ``rank``'s TRT-LLM tensors one at a time, in file order (see ``open_rank``)."""
+    return open_rank(hf_dir, spec, rank)[1]
+
+
+def _slots(steps: Iterable[ConvertStep]) -> tuple[TensorSlot, ...]:
+    return tuple(slot for step in steps for slot in step.outputs)
 
 
 def convert_rank(hf_dir: str | os.PathLike, spec: ConvertSpec, rank: int) -> dict[str, np.ndarray]:
@@ -174,8 +185,7 @@ def write_checkpoint(hf_dir: str | os.PathLike, spec: ConvertSpec, out_dir: str 
     written = []
     for rank, steps in enumerate(plans):
         path = out / f"rank{rank}.safetensors"
-        slots = tuple(o for step in steps for o in step.outputs)
-        write_arrays(path, slots, _rank_tensors(arch, ckpt, hf_config, spec, steps, rank))
+        write_arrays(path, _slots(steps), _rank_tensors(arch, ckpt, hf_config, spec, steps, rank))
         written.append(path)
     config_path = out / "config.json"
     atomic_write_bytes(config_path, (json.dumps(arch.trtllm_config(hf_config, spec), indent=2) + "\n").encode())

@@ -51,7 +51,7 @@ def run_convert(ctx) -> dict[str, Any]:
         store_tensors,
         written_while_passing,
     )
-    from trtcas.rules.llm.convert import iter_rank_tensors, plan_rank, trtllm_config
+    from trtcas.rules.llm.convert import open_rank, trtllm_config
     from trtcas.rules.llm.hf import read_hf_config
     from trtcas.rules.llm.spec import ConvertSpec
 
@@ -59,19 +59,17 @@ def run_convert(ctx) -> dict[str, Any]:
     spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
                        quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
     hf_dir = ctx.input_path("hf")
-    hf_config = read_hf_config(hf_dir)
-    tensors = iter_rank_tensors(hf_dir, spec, params["rank"])
+    slots, tensors = open_rank(hf_dir, spec, params["rank"])
     previous = previous_manifest(ctx, "weights")
     placed = ctx.prepare_output("weights") if hasattr(ctx, "prepare_output") else None
     if placed is None:
         manifest = store_tensors(ctx, tensors, previous)
     else:  # this build places the checkpoint: write its file now, while each tensor is in memory
-        slots = [slot for step in plan_rank(hf_config, spec, params["rank"]) for slot in step.outputs]
         with placed_file_writer(placed, slots) as writer:
             manifest = store_tensors(ctx, written_while_passing(writer, tensors), previous)
             writer.finish()
     ctx.log(f"rank {params['rank']}: {len(manifest.entries)} tensors, {manifest.total_bytes} bytes")
-    config = trtllm_config(hf_config, spec)
+    config = trtllm_config(read_hf_config(hf_dir), spec)
     return {"weights": manifest.to_bytes(), "config": json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"}
 
 
