@@ -25,7 +25,7 @@ from trtcas.cas.codecs import (
     estimate,
     frame_info,
 )
-from trtcas.cas.codecs.planes import split_planes
+from trtcas.cas.codecs.planes import PlaneArena, split_planes
 from trtcas.cas.digest import hash_bytes
 from trtcas.errors import TrtcasError
 
@@ -289,6 +289,36 @@ def test_a_choice_is_judged_on_a_small_sample():
     big = weights(32 << 20, ml_dtypes.bfloat16)
     assert estimate(big, 2).sampled_bytes <= 1 << 20
     assert 1.3 < estimate(big, 2).ratio < 1.7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seeds=st.lists(st.integers(0, 2**16), min_size=1, max_size=4),
+    sizes=st.lists(st.integers(0, 6000), min_size=4, max_size=4),
+    esize=st.sampled_from([1, 2, 4, 8]),
+    delta=st.booleans(),
+    block_elems=st.integers(1, 300),
+)
+def test_frames_split_into_a_reused_arena_equal_fresh_ones(seeds, sizes, esize, delta, block_elems):
+    """Planes split into one arena, tensor after tensor (each frame written before the next
+    encode, as the store does), give the very frames fresh buffers give, whether a plane is
+    compressed or stored raw as a view of the arena, with or without a parent."""
+    arena = PlaneArena()
+    codec = XorDeltaCodec(block_bytes=block_elems * esize) if delta else BytePlaneCodec(block_bytes=block_elems * esize)
+    for seed, size in zip(seeds, sizes):
+        dtype = {1: np.int8, 2: ml_dtypes.bfloat16, 4: np.float32, 8: np.float64}[esize]
+        data = weights(size // esize, dtype, seed) + bytes(range(size % esize))
+        parent = parent_of(fine_tune(data[: len(data) - size % esize], dtype, 1e-2) + data[len(data) - size % esize :]) \
+            if delta and esize > 1 else parent_of(bytes(b ^ 0x5A for b in data)) if delta else None
+        fresh = codec.encode(data, EncodeHint(esize, parent, ALWAYS, threads=2)).view()
+        reused = codec.encode(data, EncodeHint(esize, parent, ALWAYS, threads=2, planes_into=arena.take(len(data))))
+        assert bytes(reused.view()) == bytes(fresh)
+        assert bytes(decode_blob(reused.view(), len(data), parent)) == data
+
+
+def test_an_arena_too_small_for_the_blob_is_refused():
+    with pytest.raises(CodecError, match="cannot hold"):
+        BYTEPLANE.encode(weights(4096, np.float16), EncodeHint(2, None, ALWAYS, planes_into=PlaneArena().take(100)))
 
 
 def test_element_sizes():

@@ -221,11 +221,15 @@ class BlobStore:
             self._install(digest, (view,), "")
         return digest
 
-    def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None) -> Digest:
+    def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None,
+                   arena=None) -> Digest:
         """Store a tensor's bytes with the weight codec that pays: an XOR delta against
         ``parent`` (the same tensor of an earlier build, chosen by the caller) when that is
         clearly smaller, else byte planes, else raw. The content is hashed once; what is
-        stored is found again by the content's digest, whatever the encoding."""
+        stored is found again by the content's digest, whatever the encoding.
+
+        ``arena``: a ``frameblobs.PlaneArena`` this thread reuses from tensor to tensor
+        (``put_tensors`` gives each worker one); None = fresh buffers."""
         view = memoryview(data).cast("B")
         digest = hash_bytes(view, self.algo)
         if self.has(digest):
@@ -233,7 +237,7 @@ class BlobStore:
             return digest
         from trtcas.cas import frameblobs
 
-        frame = frameblobs.encode(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth)
+        frame = frameblobs.encode(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth, arena)
         self._install(digest, (view,) if frame is None else frame.parts, "" if frame is None else TCX_SUFFIX)
         return digest
 
@@ -297,12 +301,18 @@ class BlobStore:
         in order. Encoding one tensor while the kernel writes another keeps both cores busy
         (the codecs, blake3 and writes release the GIL); at most ``ahead`` tensors are held.
         The caller's ``batch()`` covers the workers' writes too."""
+        from trtcas.cas.frameblobs import PlaneArena
+
         pending = getattr(self._batches, "pending", None)
+        arenas = threading.local()  # one per worker, released with this call
 
         def put(item: tuple[memoryview, str | None, Digest | None]) -> Digest:
             self._batches.pending = pending  # adopt the caller's batch in this worker thread
+            arena = getattr(arenas, "arena", None)
+            if arena is None:
+                arena = arenas.arena = PlaneArena()
             try:
-                return self.put_tensor(*item)
+                return self.put_tensor(*item, arena=arena)
             finally:
                 self._batches.pending = None
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trtcas.cas.codecs import CodecError, FrameInfo, PackedFrame, Parent, choose_encoding, decode_blob, frame_info
 from trtcas.cas.codecs import RAW as RAW_ENCODING
+from trtcas.cas.codecs import CodecError, FrameInfo, PackedFrame, Parent, choose_encoding, decode_blob, frame_info
+from trtcas.cas.codecs.planes import PlaneArena
 from trtcas.cas.digest import Digest
 
 HEADER_PROBE = 4096  # a frame header with its parent record fits well within this
@@ -45,10 +46,15 @@ def parent_of(info: FrameInfo) -> tuple[Digest, int] | None:
     return info.delta.parent, info.delta.chain_depth - 1
 
 
-def encode(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int) -> PackedFrame | None:
+def encode(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int,
+           arena: PlaneArena | None = None) -> PackedFrame | None:
     """The frame worth storing for ``data`` (a delta against ``parent`` or byte planes), or
-    None when raw bytes are as good (the chooser saw less than its minimum saving)."""
-    codec, frame = choose_encoding(data, dtype, parent, max_chain_depth=max_chain_depth)
+    None when raw bytes are as good (the chooser saw less than its minimum saving).
+
+    ``arena``: the calling thread's plane buffer; the frame's raw planes are views of it, so
+    the frame must be written before the thread encodes again."""
+    into = arena.take(data.nbytes) if arena is not None else None
+    codec, frame = choose_encoding(data, dtype, parent, max_chain_depth=max_chain_depth, planes_into=into)
     return None if codec == RAW_ENCODING else frame
 
 
@@ -56,4 +62,4 @@ def as_parent(digest: Digest, content: memoryview, depth: int) -> Parent:
     return Parent(digest, content, depth)
 
 
-__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "as_parent", "decode", "encode", "parent_of", "read_frame", "read_header"]
+__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "PlaneArena", "as_parent", "decode", "encode", "parent_of", "read_frame", "read_header"]

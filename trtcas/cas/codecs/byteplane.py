@@ -37,7 +37,8 @@ class BytePlaneCodec:
         if hint.element_size not in ELEMENT_SIZES:
             raise CodecError(f"byteplane needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
         size = memoryview(data).nbytes
-        encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads, block_bytes=self.block_bytes)
+        encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads,
+                                block_bytes=self.block_bytes, planes_into=hint.planes_into)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
 
     def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:

@@ -1,10 +1,15 @@
 """Choosing a tensor's encoding: cheaply, on a sample, and only when it pays.
 
-A choice must cost far less than the compression it decides on, so for a large tensor the
-candidates are tried on a sample (``SAMPLE_SLICES`` slices spread over the tensor, about
-1 MiB in all, single-threaded) and only the winner is encoded in full; the full encoding
-is then checked against the threshold again (a sample can flatter). Small tensors are
-encoded outright: the sample would be the tensor.
+Without a parent there is nothing to choose between: the tensor is encoded as byte planes
+at once, and the frame is kept only if it saves enough (an incompressible plane costs a
+64 KiB probe, not a full try; see ``planes.compress_plane``). A sample first would only
+add work: ~1 MiB encoded per tensor, ~7% of a cold convert.
+
+With a parent, a choice must cost far less than the compression it decides on, so for a
+large tensor both candidates are tried on a sample (``SAMPLE_SLICES`` slices spread over
+the tensor, about 1 MiB in all, single-threaded) and only the winner is encoded in full;
+the full encoding is then checked against the threshold again (a sample can flatter).
+Small tensors are encoded outright: the sample would be the tensor.
 
 Order: a delta against the parent first (when there is one, as long, and the chain is not
 too deep), because a fine-tune's delta saves 4-60x where byte planes save ~1.5x; byte
@@ -92,27 +97,33 @@ def choose_encoding(
     min_saving: float = MIN_SAVING,
     max_chain_depth: int = MAX_CHAIN_DEPTH,
     threads: int = 0,
+    planes_into: np.ndarray | None = None,
 ) -> tuple[str, PackedFrame | None]:
     """(codec name, frame) for the best encoding that saves at least ``min_saving``, or
-    ``("raw", None)`` when none does (store the bytes as they are)."""
+    ``("raw", None)`` when none does (store the bytes as they are).
+
+    ``planes_into``: a buffer (at least ``data``'s size) to split planes into; the frame's
+    raw planes are then views of it (``planes.PlaneArena``)."""
     size = memoryview(data).nbytes
     if size < MIN_ENCODE_BYTES:
         return RAW, None
     esize = element_size(dtype_hint)
+    if not _delta_allowed(size, parent, max_chain_depth):
+        frame = BYTEPLANE.encode(data, EncodeHint(esize, None, min_saving, threads, planes_into))
+        return (BYTEPLANE.name, frame) if frame is not None else (RAW, None)
     need = 1.0 / (1.0 - min_saving)
     planes = estimate(data, esize)
     candidates = []
-    if _delta_allowed(size, parent, max_chain_depth):
-        delta = estimate(data, esize, parent)
-        if delta.ratio >= need and delta.ratio >= DELTA_ADVANTAGE * planes.ratio:
-            candidates.append(delta)
+    delta = estimate(data, esize, parent)
+    if delta.ratio >= need and delta.ratio >= DELTA_ADVANTAGE * planes.ratio:
+        candidates.append(delta)
     if planes.ratio >= need:
         candidates.append(planes)
     for cand in candidates:
         if cand.frame is not None:  # the sample was the whole tensor
             return cand.codec, cand.frame
         codec = XOR_DELTA if cand.codec == XOR_DELTA.name else BYTEPLANE
-        hint = EncodeHint(esize, parent if codec is XOR_DELTA else None, min_saving, threads)
+        hint = EncodeHint(esize, parent if codec is XOR_DELTA else None, min_saving, threads, planes_into)
         encoded = codec.encode(data, hint)
         if encoded is not None:
             return codec.name, encoded

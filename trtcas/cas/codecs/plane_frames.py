@@ -24,8 +24,12 @@ def encode_planes(
     parent: Buffer | None = None,
     threads: int = 0,
     block_bytes: int = BLOCK_BYTES,
+    planes_into: np.ndarray | None = None,
 ) -> PackedFrame:
-    """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as long)."""
+    """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as long).
+
+    ``planes_into``: a uint8 buffer at least as long as ``data`` to split the planes into
+    (a :class:`PlaneArena`'s); the frame's raw planes are views of it."""
     content = as_uint8(data)
     size = content.nbytes
     tail_len = size % element_size
@@ -35,13 +39,17 @@ def encode_planes(
         parent_u8 = as_uint8(parent)
         if parent_u8.nbytes != size:
             raise CodecError(f"a delta parent must be as long as the blob ({parent_u8.nbytes} != {size} bytes)")
+    if planes_into is not None and planes_into.nbytes < size:
+        raise CodecError(f"a plane buffer of {planes_into.nbytes} bytes cannot hold a {size}-byte blob's planes")
     block_bytes -= block_bytes % element_size
     header = FrameHeader(codec_id, element_size, size, block_bytes, extra, content[size - tail_len :].tobytes())
     entries: list[tuple[int, int]] = []
     parts: list = []
 
     def one(index: int):
-        return encode_block(body, header.block_span(index), element_size, parent_u8)
+        start, end = span = header.block_span(index)
+        into = None if planes_into is None else planes_into[start:end]
+        return encode_block(body, span, element_size, parent_u8, into)
 
     for block_entries, block_parts in run_ordered(one, range(header.n_blocks), threads):
         entries += block_entries

@@ -90,13 +90,15 @@ class EncodeHint:
 
     ``min_saving``: an encoding that saves less than this fraction is not worth a decode on
     every read, and ``encode`` returns None (store raw); None keeps every frame (tests,
-    measurements). ``threads``: 0 means all cores.
+    measurements). ``threads``: 0 means all cores. ``planes_into``: a buffer at least the
+    blob's size to split planes into (``planes.PlaneArena``); None = fresh buffers.
     """
 
     element_size: int = 1
     parent: Parent | None = None
     min_saving: float | None = 0.10
     threads: int = 0
+    planes_into: np.ndarray | None = None
 
 
 class Codec(Protocol):

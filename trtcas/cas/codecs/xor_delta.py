@@ -89,7 +89,8 @@ class XorDeltaCodec:
         if depth > MAX_DEPTH_FIELD:
             raise CodecError(f"delta chain of depth {depth} is too deep to record")
         extra = pack_delta_extra(DeltaInfo(parent.digest, depth))
-        encoded = encode_planes(data, self.codec_id, hint.element_size, extra, parent.data, hint.threads or self.threads, self.block_bytes)
+        encoded = encode_planes(data, self.codec_id, hint.element_size, extra, parent.data,
+                                hint.threads or self.threads, self.block_bytes, hint.planes_into)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
 
     def _frame_and_parent(self, encoded: Buffer, parent: Parent | None) -> tuple[Frame, Buffer]:
