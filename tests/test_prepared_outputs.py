@@ -2,6 +2,7 @@
 checkpoint is written during the convert and moved into the output dir, byte for byte
 what placing it from the store writes; nothing is left behind, whatever happens."""
 
+import errno
 import os
 import random
 import time
@@ -143,6 +144,22 @@ def test_slot_writer_refuses_surprises_and_leaves_no_partial_file(tmp_path):
             writer.write("a.bias", tensors["a.bias"])
             writer.write("a.bias", tensors["a.bias"])
     assert not path.exists()
+
+
+def test_slot_writer_reports_a_write_that_failed_on_its_thread_and_leaves_no_file(tmp_path):
+    """Writes run on the writer's own thread: a disk that fills (a real 1 MiB tmpfs) is
+    raised by a later ``write`` or by ``finish``, never lost, and the file is removed."""
+    big = {f"t{i}": np.full((256, 256), i, dtype=np.float32) for i in range(6)}  # 1.5 MiB in all
+    with tmpfs(tmp_path / "small", size="1m") as mount:
+        path = mount / "ckpt.safetensors"
+        with pytest.raises(OSError) as failed:
+            with SlotFileWriter(path, slots_of(big)) as writer:
+                for name, array in big.items():
+                    writer.write(name, array)
+                writer.finish()
+        assert failed.value.errno == errno.ENOSPC
+        assert not path.exists()
+        assert os.statvfs(mount).f_bfree == os.statvfs(mount).f_blocks  # nothing left on the disk
 
 
 def test_verify_repair_removes_the_prepared_dir_a_killed_build_left(tmp_path):

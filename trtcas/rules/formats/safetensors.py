@@ -13,6 +13,8 @@ import math
 import mmap
 import os
 import struct
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -220,7 +222,16 @@ class SlotFileWriter:
     The header is written first and each tensor at its own offset (``pwrite``), so a
     producer whose order differs from the file's writes the same bytes ``write_streamed``
     would for these slots. ``finish`` checks every slot was written exactly once; a writer
-    that is not finished leaves no file (use it as a context manager)."""
+    that is not finished leaves no file (use it as a context manager).
+
+    The writes run on a thread of the writer's own (``pwrite`` releases the GIL): writing
+    a model's worth of checkpoint then overlaps converting and storing the next tensors
+    instead of holding up the thread that produces them. ``write`` checks the tensor at
+    once and returns; at most ``WRITES_AHEAD`` tensors wait (the caller must not change an
+    array it handed over); a failed write is raised by the next ``write`` or ``finish``.
+    ``finish`` and ``__exit__`` wait for every write before the file is closed."""
+
+    WRITES_AHEAD = 4
 
     def __init__(self, path: str | os.PathLike, slots: Iterable[TensorSlot],
                  metadata: Mapping[str, str] | None = None):
@@ -232,6 +243,8 @@ class SlotFileWriter:
             self._offsets[slot.name], at = at, at + slot.nbytes
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._pending = set(self._slots)
+        self._writes: deque[Future] = deque()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtcas-file")
         self._pwrite(header, 0)
 
     def _pwrite(self, data: bytes | memoryview, offset: int) -> None:
@@ -239,6 +252,7 @@ class SlotFileWriter:
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
+        start_writeback(self._fd)  # the disk writes this tensor while the next is converted
 
     def write(self, name: str, array: np.ndarray) -> None:
         slot = self._slots.get(name)
@@ -247,11 +261,21 @@ class SlotFileWriter:
         if dtype_code(array.dtype) != slot.dtype or tuple(array.shape) != slot.shape:
             raise TrtcasError(f"{self.path}: tensor {name!r} is {dtype_code(array.dtype)}{list(array.shape)}, "
                               f"planned as {slot.dtype}{list(slot.shape)}; report this bug")
-        self._pwrite(raw_bytes(array), self._offsets[name])
         self._pending.discard(name)
-        start_writeback(self._fd)  # the disk writes this tensor while the next is converted
+        self._writes.append(self._thread.submit(self._pwrite, raw_bytes(array), self._offsets[name]))
+        while len(self._writes) > self.WRITES_AHEAD or (self._writes and self._writes[0].done()):
+            self._writes.popleft().result()
+
+    def _drain(self) -> None:
+        """Wait for every write handed over; raise the first that failed."""
+        try:
+            while self._writes:
+                self._writes.popleft().result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=True)
 
     def finish(self) -> None:
+        self._drain()
         if self._pending:
             raise TrtcasError(f"{self.path}: tensors {sorted(self._pending)[:3]} were planned but never written; report this bug")
         os.close(self._fd)
@@ -262,9 +286,14 @@ class SlotFileWriter:
 
     def __exit__(self, kind, value, traceback) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            self.path.unlink(missing_ok=True)
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 - the file is removed anyway; the error that brought us here is the one to report
+                pass
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+                self.path.unlink(missing_ok=True)
 
 
 def write_arrays(path: str | os.PathLike, slots: Iterable[TensorSlot], arrays: Iterator[tuple[str, np.ndarray]],
