@@ -30,7 +30,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import zstandard
 
@@ -42,6 +42,9 @@ from trtcas.cas.layout import CacheLayout
 from trtcas.cas.statcache import NullStatCache, StatCache
 from trtcas.cas.stored_blob import BlobNotFound, ContentChanged, CorruptBlob, DigestMismatch, StoredBlob
 from trtcas.errors import TrtcasError
+
+if TYPE_CHECKING:  # numpy is imported only when a tensor is stored
+    from trtcas.cas.codecs.planes import PlaneArena
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,7 @@ class BlobStore:
         return digest
 
     def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None,
-                   arena=None) -> Digest:
+                   arena: PlaneArena | None = None) -> Digest:
         """Store a tensor's bytes with the weight codec that pays: an XOR delta against
         ``parent`` (the same tensor of an earlier build, chosen by the caller) when that is
         clearly smaller, else byte planes, else raw. The content is hashed once; what is
