@@ -171,3 +171,13 @@ def test_a_lost_tensor_blob_reruns_the_convert_instead_of_failing_every_build(tm
     assert status(again)["convert[rank0]"] == "built" and not again.warnings
     assert (root / "out/checkpoint/rank0.safetensors").read_bytes() == reference
     assert set(status(build(root)).values()) == {"cached"}
+
+
+def test_ranks_failing_alike_give_one_error_line_naming_them_all(tmp_path):
+    from support.targets import one_error_line, run_cli
+
+    root = project(tmp_path)
+    shard = next((root / "hf").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    line = one_error_line(run_cli("build", root / "trtcas.toml", "--cache-dir", root / "cache"))
+    assert line.startswith("trtcas: error: convert[rank0], convert[rank1]: ") and "truncated" in line
