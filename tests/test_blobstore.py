@@ -100,6 +100,26 @@ def test_compressed_blob_corruption_detected(store):
         store.blobs.get_bytes(digest)
 
 
+def test_zstd_blob_without_a_header_is_reported_by_verify_not_a_crash(store):
+    digest = store.blobs.put_bytes(b"abc" * 100_000)
+    path = store.blobs.locate(digest).path
+    os.chmod(path, 0o644)
+    path.write_bytes(b"")  # truncated to nothing: no zstd frame header to read a size from
+    assert not store.blobs.has(digest)
+    report = verify_store(store)  # also what `cache stats` and `cache gc` list
+    assert not report.ok and [d.split("/")[0] for d, _ in report.bad_blobs] == [f"{digest.algo}:{digest.hex}"]
+    assert verify_store(store, repair=True).repaired and verify_store(store).ok
+
+
+def test_store_json_that_is_not_an_object_is_one_clear_error(tmp_path):
+    from trtcas.cas.content_store import ContentStore
+    from trtcas.errors import TrtcasError
+
+    (tmp_path / "store.json").write_text("[]")
+    with pytest.raises(TrtcasError, match="unreadable store.json .*; fix or remove it"):
+        ContentStore(tmp_path)
+
+
 def test_truncated_raw_blob_is_a_miss(store):
     digest = store.blobs.put_bytes(random_bytes(10_000))
     path = store.blobs.locate(digest).path

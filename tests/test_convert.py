@@ -266,6 +266,40 @@ def test_truncated_file_is_reported_by_name(ckpts, tmp_path):
             convert_rank(broken, ConvertSpec(), 0)
 
 
+def _edit_header(path, edit):
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (length - len(text)) if len(text) <= length else b""
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length:])
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda h: h["lm_head.weight"].update(data_offsets=["a", "b"]), "malformed header entry for tensor 'lm_head.weight'"),
+    (lambda h: h["lm_head.weight"].update(data_offsets=[0.5, 2.5]), "malformed header entry for tensor 'lm_head.weight'"),
+    (lambda h: h["lm_head.weight"].update(data_offsets=[100, 0]), r"data_offsets \[100, 0\], not an ascending pair"),
+    (lambda h: h["lm_head.weight"].update(data_offsets=h["model.embed_tokens.weight"]["data_offsets"]),
+     "'lm_head.weight' and 'model.embed_tokens.weight' overlap"),
+], ids=["string-offsets", "float-offsets", "reversed", "overlap"])
+def test_hand_edited_header_is_one_clear_error(ckpts, tmp_path, edit, message):
+    broken = tmp_path / "edited"
+    shutil.copytree(ckpts["base"], broken)
+    _edit_header(broken / "model.safetensors", edit)
+    with pytest.raises(TrtcasError, match=message) as caught:
+        convert_rank(broken, ConvertSpec(), 0)
+    assert "model.safetensors" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_index_whose_weight_map_is_not_a_mapping_is_one_clear_error(ckpts, tmp_path):
+    broken = tmp_path / "index"
+    shutil.copytree(ckpts["sharded"], broken)
+    (broken / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": 5}))
+    with pytest.raises(TrtcasError, match="weight_map must map tensor names to shard file names"):
+        convert_rank(broken, ConvertSpec(), 0)
+
+
 def test_missing_tensor_is_reported_with_its_file(ckpts, tmp_path):
     broken = tmp_path / "missing"
     shutil.copytree(ckpts["base"], broken)

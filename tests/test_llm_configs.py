@@ -96,7 +96,12 @@ def test_a_sharded_checkpoint_converts_like_a_single_file(llama, tmp_path):
     (lambda c: c.update(sliding_window=4), "sliding_window=4 / layer_types are not part of LlamaForCausalLM"),
     (lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 2}),
      "partial_rotary_factor must be in"),
-], ids=["yarn", "dynamic", "unknown-param", "gelu", "attention-bias", "mlp-bias", "architecture", "window", "partial"])
+    (lambda c: c.update(rms_norm_eps="small"), "'rms_norm_eps' must be a positive number, got 'small'"),
+    (lambda c: c["rope_parameters"].pop("factor"), "rope type 'llama3' needs factor as a positive number, got None"),
+    (lambda c: c["rope_parameters"].update(low_freq_factor=4.0, high_freq_factor=4.0),
+     "needs low_freq_factor < high_freq_factor"),
+], ids=["yarn", "dynamic", "unknown-param", "gelu", "attention-bias", "mlp-bias", "architecture", "window", "partial",
+        "eps", "no-factor", "llama3-bands"])
 def test_math_changing_fields_are_refused_in_one_line(llama, tmp_path, edit, message):
     _edit_config(llama, tmp_path / "hf", edit)
     (tmp_path / "trtcas.toml").write_text(TARGET.format(source='hf = "hf"', parallel=""))

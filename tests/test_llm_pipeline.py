@@ -157,3 +157,27 @@ def test_truncated_hf_checkpoint_fails_the_convert_and_caches_nothing(tmp_path):
     result = trtcas.build(root / "trtcas.toml", cache_dir=root / "cache")
     assert not result.ok and "truncated" in result.error and shard.name in result.error
     assert not (root / "out").exists()
+
+
+def test_a_lost_tensor_blob_reruns_the_convert_instead_of_failing_every_build(tmp_path):
+    root = project(tmp_path)
+    first = build(root)
+    reference = (root / "out/checkpoint/rank0.safetensors").read_bytes()
+    store = ContentStore(root / "cache")
+    manifest = TensorManifest.from_bytes(store.blobs.get_bytes(Digest.parse(first.action("convert[rank0]").outputs["weights"])))
+    store.blobs.delete(manifest.entries[0].digest)  # quarantined by verify, or lost: the entry must not stay a hit
+    shutil.rmtree(root / "out")
+    again = build(root)
+    assert status(again)["convert[rank0]"] == "built" and not again.warnings
+    assert (root / "out/checkpoint/rank0.safetensors").read_bytes() == reference
+    assert set(status(build(root)).values()) == {"cached"}
+
+
+def test_ranks_failing_alike_give_one_error_line_naming_them_all(tmp_path):
+    from support.targets import one_error_line, run_cli
+
+    root = project(tmp_path)
+    shard = next((root / "hf").glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    line = one_error_line(run_cli("build", root / "trtcas.toml", "--cache-dir", root / "cache"))
+    assert line.startswith("trtcas: error: convert[rank0], convert[rank1]: ") and "truncated" in line

@@ -203,6 +203,18 @@ def test_malformed_or_missing_onnx_is_a_clear_error_and_caches_nothing(project):
     assert not (project.root / "out").exists()
 
 
+def test_what_the_onnx_parser_prints_itself_stays_off_the_terminal(project):
+    from support.targets import one_error_line, run_cli
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    cast = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.COMPLEX64)  # the parser prints to fd 2, then fails
+    project.save(helper.make_model(helper.make_graph([cast], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]))
+    done = run_cli("build", project.root / "trtcas.toml", "--cache-dir", project.cache)
+    assert "op Cast" in one_error_line(done)
+    assert "Unsupported ONNX data type" not in done.stderr + done.stdout
+
+
 def test_cli_build_json_and_graph(project):
     cmd = [sys.executable, "-m", "trtcas.cli"]
     out = subprocess.run(cmd + ["build", str(project.root / "trtcas.toml"), "--json", "--cache-dir", str(project.cache)],

@@ -89,6 +89,33 @@ def test_corrupted_bytes_from_the_server_are_rejected_and_rebuilt(tmp_path, ngin
     assert (a / "out/engines/rank0.engine").stat().st_size == (b / "out/engines/rank0.engine").stat().st_size
 
 
+LLM_TARGET = """
+[target]
+name = "tiny-llama"
+[model]
+hf = "hf"
+[parallel]
+tp = 2
+[engine]
+targets = ["sm86"]
+"""
+
+
+def test_second_machine_gets_an_llm_target_whole_tensors_included(tmp_path, nginx):
+    from make_tiny_llama import make_tiny_llama
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        make_tiny_llama(root / "hf", seed=0)
+        (root / "trtcas.toml").write_text(LLM_TARGET)
+    assert build(a, nginx.url).ok
+    second = build(b, nginx.url)  # the converts' manifests name tensors: they travel too
+    assert second.ok and set(statuses(second).values()) == {"remote"}, (second.error, second.warnings)
+    for name in ("checkpoint/rank0.safetensors", "checkpoint/rank1.safetensors"):
+        assert (a / "out" / name).read_bytes() == (b / "out" / name).read_bytes()
+    assert verify_store(ContentStore(b / "cache")).ok
+
+
 def test_token_from_environment_is_used_and_never_leaks(tmp_path, nginx_token, monkeypatch, caplog):
     a, b = machine(tmp_path, "a"), machine(tmp_path, "b")
     monkeypatch.setenv("TRTCAS_REMOTE_TOKEN", TEST_TOKEN)

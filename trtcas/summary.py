@@ -29,10 +29,16 @@ def print_summary(result, dry_run: bool, said: set[str]) -> None:
 
 
 def print_failures(target: Path, result) -> None:
-    """Each failed action's error, once, with the command that shows its log."""
+    """Each failed action's error, once, with the command that shows its log; actions that
+    failed alike (every rank's convert of one bad checkpoint) share one line naming them all."""
+    alike: dict[str, list] = {}
     for record in result.actions:
         if record.status == "failed":
-            hint = f" (its log: {log_command(target, record.id)})" if record.log else ""
-            click.echo(f"trtcas: error: {record.error}{hint}", err=True)
+            alike.setdefault(record.error.removeprefix(f"{record.id}: "), []).append(record)
+    for error, records in alike.items():
+        logged = next((r for r in records if r.log), None)
+        hint = f" (its log: {log_command(target, logged.id)})" if logged else ""
+        ids = ", ".join(r.id for r in records)
+        click.echo(f"trtcas: error: {ids}: {error}{hint}", err=True)
     if not result.ok and not any(r.status == "failed" for r in result.actions) and not result.cancelled:
         click.echo(f"trtcas: error: {result.error}", err=True)

@@ -2,7 +2,8 @@
 
 An entry (like REAPI's ``ActionResult``) names output digests, not bytes; the bytes live
 in the blob store. An entry whose blobs are gone (evicted, quarantined) is a miss, never a
-hit that fails later. Entries are msgpack, written atomically, and a hit refreshes the
+hit that fails later; "its blobs" include the tensors a manifest output names, since a
+convert whose tensor was lost cannot be placed and must run again. Entries are msgpack, written atomically, and a hit refreshes the
 entry's mtime, which is what LRU garbage collection orders by.
 
 An entry is also checked against what its action declares (``entry_problem``): output names
@@ -28,6 +29,7 @@ from trtcas.cas.atomic import atomic_write_bytes
 from trtcas.cas.blobstore import BlobNotFound, BlobStore
 from trtcas.cas.counters import Counters
 from trtcas.cas.digest import Digest
+from trtcas.cas.needs import manifest_tensors
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class ActionCache:
     def get(self, key: Digest, count: bool = True, outputs: Collection[str] = ()) -> ActionResult | None:
         """A hit only if the entry exists, fits the action's declared ``outputs`` (see
         ``entry_problem``; an entry that does not is removed, with a warning) and every blob
-        it names is present. ``count=False`` for a second look at the same key (after waiting
+        it names is present, with the tensors of its manifests. ``count=False`` for a second look at the same key (after waiting
         for a lock), so hit rates stay true."""
         result = self.read(key)
         problem = entry_problem(result, outputs) if result is not None else None
@@ -158,7 +160,7 @@ class ActionCache:
                         key.short if isinstance(key, Digest) else key[:12], problem)
             self.delete(key)
             result = None
-        if result is None or not all(self.blobs.has(d) for d in result.referenced()):
+        if result is None or not self.complete(result):
             if count:
                 self.counters.add("ac_miss")
             return None
@@ -169,6 +171,11 @@ class ActionCache:
         except OSError:
             pass
         return result
+
+    def complete(self, result: ActionResult) -> bool:
+        """Whether every blob ``result`` names is stored, and every tensor its manifests name."""
+        refs = result.referenced()
+        return all(self.blobs.has(d) for d in refs) and all(self.blobs.has(t) for t in manifest_tensors(self.blobs, refs))
 
     def put(self, key: Digest, result: ActionResult) -> None:
         problem = entry_problem(result)

@@ -151,10 +151,13 @@ class BlobStore:
                 hexd = entry.name[:-4] if compressed or frame else entry.name
                 try:
                     st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                try:
                     size = st.st_size if not entry.is_file(follow_symlinks=False) \
                         else content_size(Path(entry.path), compressed, frame, st.st_size)
-                except (OSError, ValueError, TrtcasError):
-                    continue
+                except (OSError, ValueError, TrtcasError, zstandard.ZstdError):
+                    size = st.st_size  # an unreadable header: listed as it lies, so verify reports it
                 yield StoredBlob(Digest(self.algo, hexd, size), Path(entry.path), compressed, st.st_size, st.st_mtime, frame)
 
     def iter_temp_files(self) -> Iterator[Path]:

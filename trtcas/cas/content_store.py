@@ -64,7 +64,7 @@ class ContentStore:
             recorded = json.loads(marker.read_text())["algo"] if marker.exists() else None
         except PermissionError as exc:
             raise TrtcasError(f"cache dir {self.root} is not writable; pass --cache-dir or set TRTCAS_CACHE_DIR") from exc
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # TypeError: not a JSON object
             raise TrtcasError(f"cache dir {self.root}: unreadable {STORE_FILE} ({exc}); fix or remove it") from exc
         if recorded is not None:
             if requested and requested != recorded:

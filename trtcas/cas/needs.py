@@ -36,6 +36,17 @@ def blob_needs(blobs: BlobStore, blob: StoredBlob) -> tuple[Digest, ...]:
         return ()  # unreadable: verify's business, not gc's
 
 
+def manifest_tensors(blobs: BlobStore, digests: Iterable[Digest]) -> list[Digest]:
+    """The tensors named by those of ``digests`` that are stored tensor manifests: what an
+    action entry naming them needs besides its own outputs (to be a hit, to be shared)."""
+    tensors: list[Digest] = []
+    for digest in digests:
+        blob = blobs.locate(digest)
+        if blob is not None and not blob.frame:
+            tensors.extend(blob_needs(blobs, blob))
+    return tensors
+
+
 def needs_map(blobs: BlobStore, stored: Iterable[StoredBlob]) -> dict[Digest, tuple[Digest, ...]]:
     """blob -> what it needs, for every blob that needs something."""
     return {b.digest: needed for b in stored if (needed := blob_needs(blobs, b))}

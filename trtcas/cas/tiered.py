@@ -28,6 +28,7 @@ from trtcas.cas.actioncache import ActionResult, entry_problem
 from trtcas.cas.blobstore import DigestMismatch
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
+from trtcas.cas.needs import manifest_tensors
 from trtcas.cas.remote import Remote, RemoteDisabled, RemoteRejected
 from trtcas.errors import TrtcasError
 
@@ -105,34 +106,43 @@ class TieredStore:
         problem = entry_problem(result, outputs)
         if problem:
             raise TrtcasError(f"its action entry does not fit the action: {problem}; nothing was stored")
-        max_blob = self.local.settings.remote_max_blob_size
-        for digest in dict.fromkeys(result.referenced()):
-            if digest.algo != self.local.algo:
-                raise TrtcasError(f"its action entry names a {digest.algo} blob; this cache uses {self.local.algo}")
-            if self.local.blobs.has(digest):
-                continue
-            if digest.size > max_blob:
-                raise TrtcasError(
-                    f"its action entry names a {digest.size}-byte blob, over this cache's remote-max-blob-size "
-                    f"({max_blob} bytes; raise it with `trtcas cache config remote-max-blob-size`)"
-                )
-            _check_free_space(self.local, digest)
-            if not remote.trusts(digest):
-                log.info("remote hit for %s needs %s, which the remote served wrong before: miss", key.short, digest.short)
-                return None
-            try:
-                fetched = remote.get_blob(digest, lambda body, d=digest: self.local.blobs.put_verified_stream(body, d))
-            except DigestMismatch as exc:
-                remote.distrust(digest)
-                raise TrtcasError(
-                    f"{remote.url} sent wrong bytes for blob {digest} ({_one_line(exc)}); "
-                    "nothing was stored, and this remote is not trusted for that blob again in this process"
-                ) from None
-            if fetched is None:
-                log.info("remote entry for %s names %s, which the remote does not have: miss", key.short, digest.short)
-                return None
+        refs = result.referenced()
+        if not all(self._fetch_blob(key, digest) for digest in dict.fromkeys(refs)):
+            return None
+        # a manifest output (a convert's weights) is a hit only with its tensors
+        if not all(self._fetch_blob(key, digest) for digest in dict.fromkeys(manifest_tensors(self.local.blobs, refs))):
+            return None
         self.local.actions.put(key, result)
         return result
+
+    def _fetch_blob(self, key: Digest, digest: Digest) -> bool:
+        """Make ``digest`` local from the remote (verified); False if the remote lacks it."""
+        remote, max_blob = self.remote, self.local.settings.remote_max_blob_size
+        if digest.algo != self.local.algo:
+            raise TrtcasError(f"its action entry names a {digest.algo} blob; this cache uses {self.local.algo}")
+        if self.local.blobs.has(digest):
+            return True
+        if digest.size > max_blob:
+            raise TrtcasError(
+                f"its action entry names a {digest.size}-byte blob, over this cache's remote-max-blob-size "
+                f"({max_blob} bytes; raise it with `trtcas cache config remote-max-blob-size`)"
+            )
+        _check_free_space(self.local, digest)
+        if not remote.trusts(digest):
+            log.info("remote hit for %s needs %s, which the remote served wrong before: miss", key.short, digest.short)
+            return False
+        try:
+            fetched = remote.get_blob(digest, lambda body, d=digest: self.local.blobs.put_verified_stream(body, d))
+        except DigestMismatch as exc:
+            remote.distrust(digest)
+            raise TrtcasError(
+                f"{remote.url} sent wrong bytes for blob {digest} ({_one_line(exc)}); "
+                "nothing was stored, and this remote is not trusted for that blob again in this process"
+            ) from None
+        if fetched is None:
+            log.info("remote entry for %s names %s, which the remote does not have: miss", key.short, digest.short)
+            return False
+        return True
 
     def lookup(self, key: Digest, outputs: Collection[str] = ()) -> tuple[ActionResult, str] | None:
         """The executor's view: (result, "cached" or "remote"), or None for a miss."""
@@ -161,7 +171,8 @@ class TieredStore:
             return False
         remote = self.remote
         try:
-            for digest in dict.fromkeys(result.referenced()):
+            refs = result.referenced()
+            for digest in dict.fromkeys(refs + tuple(manifest_tensors(self.local.blobs, refs))):
                 if not remote.head_blob(digest):
                     remote.put_blob(digest, lambda d=digest: self.local.blobs.open(d))
             remote.put_action(key, result.to_bytes())

@@ -104,15 +104,31 @@ def read_layout(path: str | os.PathLike) -> SafetensorsLayout:
         try:
             begin, end = info["data_offsets"]
             dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (begin, end)):
+                raise TypeError("data_offsets must be integers")
         except (KeyError, TypeError, ValueError) as exc:
-            raise BadSafetensors(f"{path}: malformed header entry for tensor {name!r}") from exc
-        if not 0 <= begin <= end or data_start + end > file_size:
+            raise BadSafetensors(f"{path}: malformed header entry for tensor {name!r}; re-download or re-save it") from exc
+        if not 0 <= begin <= end:
+            raise BadSafetensors(f"{path}: tensor {name!r} has data_offsets {[begin, end]}, not an ascending pair; "
+                                 "the header is corrupt, re-download or re-save it")
+        if data_start + end > file_size:
             raise BadSafetensors(
                 f"{path}: tensor {name!r} extends past the end of the file ({data_start + end} > {file_size} bytes); "
                 "the file is truncated, re-download or re-save it"
             )
         tensors[name] = (dtype, shape, data_start + begin, data_start + end)
+    _check_disjoint(path, tensors)
     return SafetensorsLayout(data_start, tensors, metadata)
+
+
+def _check_disjoint(path: Path, tensors: dict) -> None:
+    """Tensors may not share bytes (the format says so, and safetensors refuses such files):
+    a header that overlaps two extents is corrupt, not two tensors with equal values."""
+    extents = sorted((begin, end, name) for name, (_, _, begin, end) in tensors.items() if end > begin)
+    for (_, end, first), (begin, _, second) in zip(extents, extents[1:]):
+        if begin < end:
+            raise BadSafetensors(f"{path}: tensors {first!r} and {second!r} overlap in the file; "
+                                 "the header is corrupt, re-download or re-save it")
 
 
 def map_tensors(path: str | os.PathLike, layout: SafetensorsLayout | None = None) -> dict[str, np.ndarray]:

@@ -60,6 +60,9 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> HFCheckpoint:
             weight_map = json.loads(index_path.read_text())["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConvertError(f"{index_path}: not a safetensors index with a weight_map ({exc})") from exc
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ConvertError(f"{index_path}: weight_map must map tensor names to shard file names; "
+                               "re-download the index or remove it (with a single model.safetensors)")
         shard_names = sorted(set(weight_map.values()))
     elif (directory / SINGLE_FILE).exists():
         weight_map, shard_names = None, [SINGLE_FILE]

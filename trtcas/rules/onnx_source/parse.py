@@ -16,6 +16,7 @@ from typing import Any
 from trtcas.errors import TrtcasError
 from trtcas.rules.messages import last_error, tidy_message
 from trtcas.rules.trt.backend import Backend
+from trtcas.rules.trt.native_stderr import native_stderr_to
 from trtcas.rules.trt.network import ParsedNetwork
 
 
@@ -31,7 +32,9 @@ def parse_onnx(backend: Backend, onnx_path: str | os.PathLike, log_severity: str
                           f"{last_error(logger.errors()) or 'no reason logged'}")
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
+    with native_stderr_to(logger.native):  # the parser prints some complaints to fd 2 itself
+        parsed = parser.parse_from_file(str(path))
+    if not parsed:
         raise TrtcasError(_parser_failure(backend, path, parser))
     if network.num_outputs == 0:
         # The parser accepts bytes that decode to an empty protobuf (garbage, an empty file)

@@ -59,6 +59,9 @@ def check_hf_config(layout: HFLayout, config: Mapping, path: Path) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConvertError(f"{path}: HF config {key!r} must be a positive integer, got {value!r}")
+    eps = config["rms_norm_eps"]
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise ConvertError(f"{path}: HF config 'rms_norm_eps' must be a positive number, got {eps!r}")
     act = config.get("hidden_act", "silu")
     if act != "silu":
         raise ConvertError(f"{path}: hidden_act {act!r} is not silu, which the gated MLP of {name} needs")

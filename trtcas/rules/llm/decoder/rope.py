@@ -32,6 +32,13 @@ def rope_kind(scaling: dict) -> str:
     if extra:
         raise TrtcasError(f"rope parameter(s) {', '.join(extra)} of rope type {kind!r} are not supported; "
                           f"it takes {', '.join(sorted(ROPE_KEYS[kind])) or 'no parameters'}")
+    for key in sorted(ROPE_KEYS[kind]):  # each is required (as transformers checks), a positive number
+        value = scaling.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise TrtcasError(f"rope type {kind!r} needs {key} as a positive number, got {value!r}")
+    if kind == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+        raise TrtcasError(f"rope type 'llama3' needs low_freq_factor < high_freq_factor, got "
+                          f"{scaling['low_freq_factor']!r} and {scaling['high_freq_factor']!r}")
     return kind
 
 
