@@ -168,6 +168,24 @@ def test_external_data_is_loaded(backend, tmp_path):
     assert build_plan(backend, parsed, EngineSpec(targets=["sm86"]), refittable=False).plan
 
 
+def test_truncated_external_data_or_a_wrong_shape_names_the_initializer_and_the_file(backend, tmp_path):
+    model = onnx.load(str(_mlp(tmp_path / "inline.onnx", 2)))
+    onnx.save(model, str(tmp_path / "external.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="external.weights", size_threshold=0)
+    data = tmp_path / "external.weights"
+    data.write_bytes(data.read_bytes()[:40])
+    with pytest.raises(TrtcasError) as err:
+        parse_onnx(backend, tmp_path / "external.onnx")
+    message = str(err.value)
+    assert "external.weights, which holds 40" in message and "truncated" in message and "\n" not in message
+    assert "restore the data file or re-export" in message
+    inline = onnx.load(str(tmp_path / "inline.onnx"))
+    inline.graph.initializer[0].dims[0] += 1  # the bytes no longer fit the dims
+    onnx.save(inline, str(tmp_path / "reshaped.onnx"))
+    with pytest.raises(TrtcasError, match=rf"initializer '{inline.graph.initializer[0].name}' has \d+ bytes but its dims"):
+        parse_onnx(backend, tmp_path / "reshaped.onnx")
+
+
 # -- profiles -----------------------------------------------------------------------------
 
 

@@ -40,6 +40,24 @@ def test_status_says_up_to_date_or_why_it_would_run(conv):
     assert [(a["up_to_date"], a["certain"]) for a in data[0]["actions"]] == [(False, True), (False, False)]
 
 
+def test_status_says_what_cannot_run_and_exits_non_zero(conv):
+    """A missing input: the action that reads it cannot run, the engine after it neither
+    (never "up to date"); one error line as the build would give, and a non-zero exit."""
+    model = onnx.load(str(conv / "model.onnx"))
+    onnx.save_model(model, str(conv / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.data", size_threshold=0)
+    assert cli(conv, "build").returncode == 0
+    (conv / "model.data").unlink()
+    done = cli(conv, "status")
+    assert "model.data does not exist" in one_error_line(done)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("network[rank0]  cannot run: input ") and "model.data does not exist" in lines[0]
+    assert lines[1] == "engine[rank0]   cannot run: an action it depends on cannot run"
+    data = json.loads(cli(conv, "status", "--json").stdout)
+    assert [(a["status"], a["up_to_date"]) for a in data[0]["actions"]] == [("failed", False), ("skipped", False)]
+    assert "model.data does not exist" in data[0]["actions"][0]["error"]
+
+
 def test_log_shows_the_builder_log_and_failed_builds_keep_theirs(conv):
     cli(conv, "build")
     log = cli(conv, "log", "engine[rank0]")

@@ -125,3 +125,43 @@ def test_cache_get_to_an_impossible_place(tmp_path):
     digest = trtcas("cache", "put", src, "--cache-dir", tmp_path / "cache").stdout.strip()
     for dest in ("/proc/x/y", tmp_path / "blob" / "y"):
         assert_one_line(trtcas("cache", "get", digest, "-o", dest, "--cache-dir", tmp_path / "cache"))
+
+
+LLM_TOO_LONG = """
+[target]
+name = "too-long"
+[model]
+hf = "hf"
+dtype = "float16"
+max_batch_size = 1
+max_seq_len = 100000000000
+[parallel]
+tp = 1
+[engine]
+targets = ["sm86"]
+[output]
+dir = "out"
+"""
+
+
+def test_a_build_asking_for_more_memory_than_there_is_is_one_line(tmp_path):
+    """A rope table for 1e11 positions cannot be allocated: one line that says out of memory
+    and what to lower, no traceback. The child's address space is capped (16 GB) so the
+    allocation fails the same way whatever the machine's overcommit policy."""
+    import resource
+
+    from make_tiny_llama import make_tiny_llama
+
+    make_tiny_llama(tmp_path / "hf", seed=0)
+    (tmp_path / "trtcas.toml").write_text(LLM_TOO_LONG)
+    cap = 16 << 30
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    result = subprocess.run([sys.executable, "-m", "trtcas.cli", "build", str(tmp_path / "trtcas.toml"),
+                             "--cache-dir", str(tmp_path / "cache")],
+                            capture_output=True, text=True, preexec_fn=limit)
+    line = assert_one_line(result, "network[rank0]")
+    assert "out of memory" in line and "max_seq_len" in line
+

@@ -358,13 +358,17 @@ def status(words, as_json, overrides, remote, remote_upload, cache_dir):
         report.append((config.name, status_lines(store, config.slug, result)))
     if as_json:
         echo_json([{"target": name, "actions": [s.to_dict() for s in lines]} for name, lines in report])
-        return
-    for name, lines in report:
-        if len(report) > 1:
-            click.echo(f"{name}:")
-        width = max((len(s.action_id) for s in lines), default=0)
-        for s in lines:
-            click.echo(f"{'  ' if len(report) > 1 else ''}{s.action_id:<{width}}  {s.text()}")
+    else:
+        for name, lines in report:
+            if len(report) > 1:
+                click.echo(f"{name}:")
+            width = max((len(s.action_id) for s in lines), default=0)
+            for s in lines:
+                click.echo(f"{'  ' if len(report) > 1 else ''}{s.action_id:<{width}}  {s.text()}")
+    failed = [s for _, lines in report for s in lines if s.status == "failed"]
+    if failed:  # a build would fail: say so as it would, and exit non-zero (scripts check status)
+        raise TrtcasError(f"{failed[0].action_id}: {failed[0].error}" if failed[0].error else
+                          f"{failed[0].action_id} cannot run")
 
 
 @cli.command()
@@ -565,6 +569,11 @@ def report_error(exc: BaseException) -> int:
 
         click.echo(f"trtcas: error: {describe_os_error(exc)}", err=True)
         return 1
+    if isinstance(exc, MemoryError):  # a build asking for more than the machine has
+        from trtcas.oserrors import describe_memory_error
+
+        click.echo(f"trtcas: error: {describe_memory_error(exc)}", err=True)
+        return 1
     raise exc
 
 
@@ -585,7 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     try:
         code = cli.main(args=argv, prog_name="trtcas", standalone_mode=False)
-    except (click.ClickException, click.Abort, KeyboardInterrupt, TrtcasError, OSError) as exc:
+    except (click.ClickException, click.Abort, KeyboardInterrupt, TrtcasError, OSError, MemoryError) as exc:
         code = report_error(exc)
     sys.exit(code if isinstance(code, int) else 0)
 

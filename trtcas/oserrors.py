@@ -1,7 +1,9 @@
-"""OS errors as one line a user can act on: which path, what happened, what to do.
+"""OS errors (and running out of memory) as one line a user can act on: which path, what
+happened, what to do.
 
 A read-only or full disk, a cache dir that is a file, an unwritable output dir, a symlink
-loop: none is a bug in trtcas, so none may reach a user as a traceback. Every command's OS
+loop, a machine without the memory a build asks for: none is a bug in trtcas, so none may
+reach a user as a traceback. Every command's OS
 errors end here (``cli.main``), and so do those of a failed action (``graph.runner``).
 """
 
@@ -27,9 +29,17 @@ _WHAT_TO_DO = {
 }
 
 
-def describe_os_error(exc: OSError) -> str:
-    """``<path>: <what happened>; <what to do>`` (without a path when the OS named none)."""
+def describe_os_error(exc: OSError, unnamed: str = "a file") -> str:
+    """``<path>: <what happened>; <what to do>``; ``unnamed`` stands for the path when the
+    OS named none (a caller that knows where the file was says so: ``a file under <cache>``)."""
     what, todo = _WHAT_TO_DO.get(exc.errno, (f"failed: {exc.strerror or exc}", "check the path and retry"))
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    subject = " -> ".join(paths) if paths else "a file"
+    subject = " -> ".join(paths) if paths else unnamed
     return f"{subject} {what}; {todo}"
+
+
+def describe_memory_error(exc: MemoryError) -> str:
+    """An allocation the machine could not give (numpy names the size it asked for)."""
+    detail = str(exc) or "an allocation failed"
+    return (f"out of memory ({detail}); free memory, run fewer actions at once (-j 1), or ask for "
+            "a smaller build (a lower max_seq_len or max_batch_size, a smaller profile)")

@@ -193,23 +193,33 @@ class ActionStatus:
     """One line of ``trtcas status``: whether an action is up to date, and if not, why."""
 
     action_id: str
-    status: str  # the dry run's status: cached, remote, shared, would-build
+    status: str  # the dry run's status: cached, remote, shared, would-build; failed, skipped
     why: str = ""
     known: bool = True  # False: its key waits for an upstream action, so it only may run
+    error: str = ""  # failed: why it cannot run (a missing input, a bad model), as the build would say
 
     @property
     def up_to_date(self) -> bool:
-        return self.status not in RAN
+        return self.status in UP_TO_DATE
 
     def text(self) -> str:
         if self.up_to_date:
             return "up to date" + ("" if self.status == "cached" else f" ({self.status})")
+        if self.status == "failed":
+            return f"cannot run: {self.error}" if self.error else "cannot run"
+        if self.status == "skipped":
+            return "cannot run: an action it depends on cannot run"
+        if self.status == "cancelled":
+            return "not checked (interrupted)"
         verb = "would run" if self.known else "may run"
         return f"{verb}: {self.why}" if self.why else verb
 
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action_id, "status": self.status, "up_to_date": self.up_to_date,
-                "certain": self.known, "why": self.why}
+                "certain": self.known, "why": self.why, "error": self.error or None}
+
+
+UP_TO_DATE = ("cached", "remote", "shared")
 
 
 def status_lines(store: Any, slug: str, result: Any) -> list[ActionStatus]:
@@ -221,5 +231,7 @@ def status_lines(store: Any, slug: str, result: Any) -> list[ActionStatus]:
     for record in result.actions:
         reasons = why.get(record.id, ())
         said = "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")
-        lines.append(ActionStatus(record.id, record.status, said, known=record.key is not None or record.status != "would-build"))
+        error = (record.error or "").removeprefix(f"{record.id}: ")
+        lines.append(ActionStatus(record.id, record.status, said, known=record.key is not None or record.status != "would-build",
+                                  error=error))
     return lines

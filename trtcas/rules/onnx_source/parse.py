@@ -67,13 +67,62 @@ def _parser_failure(backend: Backend, path: Path, parser: Any) -> str:
     desc = tidy_message(err.desc())
     more = f" (+{parser.num_errors - 1} more errors)" if parser.num_errors > 1 else ""
     if "Failed to import initializer" in desc:
-        hint = "if the model keeps its weights in external data files, put them next to it"
+        problem = _initializer_problem(path)
+        hint = (f"{problem}; restore the data file or re-export the model" if problem else
+                "if the model keeps its weights in external data files, put them next to it")
     elif "Plugin not found" in desc or str(err.code()).endswith("UNSUPPORTED_NODE"):
         hint = (f"operator {err.node_operator() or '?'} is not supported by {backend.flavour} {backend.version}; "
                 "replace it in the export or provide a plugin")
     else:
         hint = "fix the model (e.g. re-export it) and rebuild"
     return f"cannot parse ONNX model {path}{where}: {desc}{more}; {hint}"
+
+
+def _initializer_problem(path: Path) -> str | None:
+    """The first initializer whose bytes do not fit its dims or its external data file (a
+    truncated ``.data`` file, a hand-edited shape); None when all look whole. Only called on
+    the failure path, where the parser said no more than "failed to import initializer"."""
+    try:
+        import onnx
+        from onnx import external_data_helper, helper
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - undecodable: the parser's own message stands
+        return None
+    for tensor in model.graph.initializer:
+        need = _tensor_bytes(tensor, helper)
+        if external_data_helper.uses_external_data(tensor):
+            info = external_data_helper.ExternalDataInfo(tensor)
+            data = path.parent / info.location
+            if not data.is_file():
+                return f"initializer {tensor.name!r} reads {data}, which does not exist"
+            size, start = data.stat().st_size, info.offset or 0
+            length = info.length or (size - start)
+            if start + length > size:
+                return f"initializer {tensor.name!r} reads bytes {start}-{start + length} of {data}, which holds {size} (truncated?)"
+            have = length
+        else:
+            have = len(tensor.raw_data) if tensor.HasField("raw_data") else None
+        if need is not None and have is not None and have != need:
+            return f"initializer {tensor.name!r} has {have} bytes but its dims {list(tensor.dims)} need {need}"
+    return None
+
+
+def _tensor_bytes(tensor, helper) -> int | None:
+    """Bytes of an initializer's dims in its type; None for strings and sub-byte types."""
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if itemsize == 0 or tensor.data_type in _NOT_WHOLE_BYTES:
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count * itemsize
+
+
+_NOT_WHOLE_BYTES = frozenset({8, 21, 22, 23, 25, 26})  # STRING, UINT4, INT4, FLOAT4E2M1, UINT2, INT2 (TensorProto)
 
 
 def _onnx_decode_problem(path: Path) -> str:
