@@ -20,10 +20,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "examples"))
 
-from make_tiny_llama import hf_config, tensor_shapes  # noqa: E402
-
 from trtcas.cas.atomic import atomic_write_bytes  # noqa: E402
 from trtcas.rules.formats.safetensors import TensorSlot, dtype_code, write_streamed  # noqa: E402
+
+from make_tiny_llama import hf_config, tensor_shapes  # noqa: E402
 
 DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 # (min bytes, hidden, intermediate, heads, kv heads, vocab): TinyLlama's shape at ~2 GB

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from _harness import mbps, median_seconds, print_json  # noqa: E402
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import hash_file
-from trtcas.rules.formats.safetensors import hash_tensors as hash_safetensors
 from trtcas.cas.statcache import StatCache
+from trtcas.rules.formats.safetensors import hash_tensors as hash_safetensors
+
+from _harness import mbps, median_seconds, print_json  # noqa: E402
 
 CHUNK = 1 << 20
 

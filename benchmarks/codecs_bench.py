@@ -33,12 +33,12 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _harness import mbps, print_json  # noqa: E402
-from _harness import median_seconds as median  # noqa: E402
-
 from trtcas.cas.codecs import BYTEPLANE, XOR_DELTA, EncodeHint, Parent, choose_encoding, estimate  # noqa: E402
 from trtcas.cas.codecs.planes import split_planes  # noqa: E402
 from trtcas.cas.digest import hash_bytes  # noqa: E402
+
+from _harness import mbps, print_json  # noqa: E402
+from _harness import median_seconds as median  # noqa: E402
 
 DTYPES = {"bf16": (ml_dtypes.bfloat16, "bfloat16", "BF16"), "fp16": (np.float16, "float16", "F16")}
 KEEP = None  # min_saving: keep every frame, so a ratio is always measured

@@ -53,8 +53,9 @@ def trtcas_cmd(*args) -> list[str]:
 
 
 def make_projects(base: Path, llm: bool) -> list[Path]:
-    import make_models
     import onnx
+
+    import make_models
     from support.targets import CONV_TARGET
 
     projects = []
@@ -163,11 +164,11 @@ def clean_engines(projects: list[Path], base: Path) -> dict[str, dict[str, str]]
 
 
 def soak(kills: int, builds: int, seed: int, llm: bool, kill_window: float) -> dict:
-    from support.fault_proxy import FaultProxy
-    from support.nginx_server import run_nginx
-
     from trtcas.cas.content_store import ContentStore
     from trtcas.cas.gc import verify_store
+
+    from support.fault_proxy import FaultProxy
+    from support.nginx_server import run_nginx
 
     rng = random.Random(seed)
     base = Path(tempfile.mkdtemp(prefix="trtcas-soak-"))

@@ -47,13 +47,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _harness import print_json  # noqa: E402
 import trtcas
 import trtcas.api
 from trtcas.config import load_config
+from trtcas.graph.rule import RULES, Rule
 from trtcas.graph.runner import ActionRunner
 from trtcas.graph.schedulers.threads import ThreadScheduler
-from trtcas.graph.rule import RULES, Rule
+
+from _harness import print_json  # noqa: E402
 
 # ---- rules (registered in this process only) ------------------------------------------------
 

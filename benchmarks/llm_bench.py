@@ -51,17 +51,17 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "examples"))
 sys.path.insert(0, str(HERE / "tests"))
 
-from _harness import mbps, median_seconds, print_json  # noqa: E402
-from make_tiny_llama import TINY, make_tiny_llama, tensor_shapes  # noqa: E402
-
 import trtcas  # noqa: E402
 from trtcas.cas.content_store import ContentStore  # noqa: E402
 from trtcas.cas.digest import Digest  # noqa: E402
 from trtcas.cas.manifest import TensorManifest  # noqa: E402
 from trtcas.cas.stats import store_stats  # noqa: E402
+from trtcas.rules.formats.tensors import store_tensors  # noqa: E402
 from trtcas.rules.llm.convert import iter_rank_tensors, write_checkpoint  # noqa: E402
 from trtcas.rules.llm.spec import ConvertSpec  # noqa: E402
-from trtcas.rules.formats.tensors import store_tensors  # noqa: E402
+
+from _harness import mbps, median_seconds, print_json  # noqa: E402
+from make_tiny_llama import TINY, make_tiny_llama, tensor_shapes  # noqa: E402
 
 CHUNK = 1 << 20
 MB = 1e6
@@ -407,9 +407,9 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="scratch dir on the filesystem to measure")
     args = parser.parse_args()
 
-    from support.refit_double import NAME, refit_test_double  # noqa: PLC0415
-
     from trtcas.rules.trt.toolchain import TOOLCHAINS  # noqa: PLC0415
+
+    from support.refit_double import NAME, refit_test_double  # noqa: PLC0415
 
     TOOLCHAINS.register(NAME, refit_test_double)
 

@@ -47,10 +47,10 @@ from onnx import helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
-from _harness import print_json  # noqa: E402
-import make_models  # noqa: E402
-
 import trtcas  # noqa: E402
+
+import make_models  # noqa: E402
+from _harness import print_json  # noqa: E402
 
 TARGET = """
 [target]

@@ -79,8 +79,9 @@ def reexec_in_namespace(argv: list[str]) -> int:
 def run(args: argparse.Namespace) -> dict:
     import ray
 
-    import make_models
     import trtcas
+
+    import make_models
     from support.nginx_server import run_nginx
     from support.ray_fleet import fake_fleet
 

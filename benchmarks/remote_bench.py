@@ -39,20 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from _harness import print_json, timed, write_random_file  # noqa: E402
-import make_models  # noqa: E402
 import onnx  # noqa: E402
-from support.nginx_server import run_nginx  # noqa: E402
 
 import trtcas  # noqa: E402
-
 from trtcas.cas.content_store import ContentStore  # noqa: E402
 from trtcas.cas.digest import CHUNK, Digest  # noqa: E402
 from trtcas.cas.remote.http import HttpRemote  # noqa: E402
 
-
-
-
+import make_models  # noqa: E402
+from _harness import print_json, timed, write_random_file  # noqa: E402
+from support.nginx_server import run_nginx  # noqa: E402
 
 
 def _mb_s(size: int, seconds: list[float]) -> float:

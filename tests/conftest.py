@@ -1,6 +1,9 @@
 """Shared fixtures. Helpers live in support/ (servers, fault proxy, test rules, doubles)."""
 
 import pytest
+
+from trtcas.cas.content_store import ContentStore
+
 from support import graph_rules
 from support.remote_fixtures import (  # noqa: F401  (fixtures, used by name)
     machine_a,
@@ -11,8 +14,6 @@ from support.remote_fixtures import (  # noqa: F401  (fixtures, used by name)
     nginx_token,
     proxy,
 )
-
-from trtcas.cas.content_store import ContentStore
 
 graph_rules.register()  # the test.* rules of the graph tests; the package ships none
 
@@ -26,9 +27,9 @@ def store(tmp_path):
 @pytest.fixture
 def refit_double():
     """The named refit test double (support/refit_double.py) as ``engine.backend``."""
-    from support.refit_double import NAME, refit_test_double
-
     from trtcas.rules.trt.toolchain import TOOLCHAINS
+
+    from support.refit_double import NAME, refit_test_double
 
     TOOLCHAINS.register(NAME, refit_test_double)
     yield NAME

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+import make_models
 from support.nginx_server import run_nginx
 from support.ray_fleet import fake_fleet, in_network_namespace
 from support.targets import LLM_MATRIX_TARGET
-
-import make_models
 
 pytestmark = pytest.mark.skipif(not in_network_namespace(), reason="runs only inside test_ray_farm.py's network namespace")
 

@@ -16,11 +16,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from trtcas.errors import TrtcasError
+from trtcas.rules.onnx_source.parse import parse_onnx
 from trtcas.rules.trt import backend as backend_mod
 from trtcas.rules.trt.backend import load_backend
 from trtcas.rules.trt.engine import EngineSpec, build_plan, decide_refittable, effective_builder_config
 from trtcas.rules.trt.network import Profile, ShapeRange
-from trtcas.rules.onnx_source.parse import parse_onnx
 from trtcas.rules.trt.refit import refit_plan
 
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")

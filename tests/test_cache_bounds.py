@@ -8,15 +8,16 @@ import subprocess
 import sys
 import time
 
-import make_models
 import onnx
 import pytest
-from support.targets import CONV_TARGET
 
 import trtcas
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.settings import CacheSettings, load_settings, parse_duration, with_setting
 from trtcas.errors import TrtcasError
+
+import make_models
+from support.targets import CONV_TARGET
 
 
 def cli(*args, cache):

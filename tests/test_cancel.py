@@ -1,7 +1,6 @@
 """Ctrl-C during a real engine build: exit 130 within 2 s, nothing left behind, and the next
 build succeeds; TensorRT's own progress monitor carries progress and the cancel."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from support.slow_models import deep_mlp
-from support.targets import CONV_TARGET
 
 from trtcas.errors import TrtcasError
 from trtcas.graph.interrupt import BuildCancelled
+
+from support.slow_models import deep_mlp
+from support.targets import CONV_TARGET
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,10 @@ class Context:
 def parsed_conv(tmp_path):
     import onnx
 
-    import make_models
     from trtcas.rules.onnx_source.parse import parse_onnx
     from trtcas.rules.trt.backend import load_backend
+
+    import make_models
 
     onnx.save(make_models.make_conv_block(seed=0), str(tmp_path / "conv.onnx"))
     backend = load_backend("auto")

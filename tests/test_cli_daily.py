@@ -6,9 +6,9 @@ import re
 
 import onnx
 import pytest
-from support.targets import conv_project, one_error_line, run_cli
 
 import make_models  # examples/ is on the test path
+from support.targets import conv_project, one_error_line, run_cli
 
 ANSI = re.compile(r"\x1b\[")
 # Every stderr line a successful build prints: a finished action, a note, the verdict.

@@ -5,11 +5,12 @@ mapping of overrides. Bad values fail before any build, with no traceback."""
 from pathlib import Path
 
 import pytest
-from support.targets import conv_project, one_error_line, run_cli
 
 import trtcas
 from trtcas.config import find_targets, load_config
 from trtcas.errors import TrtcasError
+
+from support.targets import conv_project, one_error_line, run_cli
 
 
 @pytest.fixture

@@ -16,10 +16,17 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from trtcas.rules.formats.safetensors import read_layout as read_safetensors_layout
 from trtcas.errors import TrtcasError
 from trtcas.rules.formats.safetensors import encode as encode_safetensors
-from trtcas.rules.llm.convert import convert_rank, iter_rank_tensors, plan_rank, quantize_int8_per_channel, trtllm_config, write_checkpoint
+from trtcas.rules.formats.safetensors import read_layout as read_safetensors_layout
+from trtcas.rules.llm.convert import (
+    convert_rank,
+    iter_rank_tensors,
+    plan_rank,
+    quantize_int8_per_channel,
+    trtllm_config,
+    write_checkpoint,
+)
 from trtcas.rules.llm.hf import bf16_bits_to_float32, read_hf_config
 from trtcas.rules.llm.spec import ConvertSpec
 

@@ -3,11 +3,13 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from trtcas.cas.digest import BadDigest, Digest, hash_bytes, hash_file, PARALLEL_HASH_THRESHOLD
-from trtcas.rules.formats.safetensors import BadSafetensors, hash_tensors as hash_safetensors
+from trtcas.cas.digest import PARALLEL_HASH_THRESHOLD, BadDigest, Digest, hash_bytes, hash_file
+from trtcas.rules.formats.safetensors import BadSafetensors
+from trtcas.rules.formats.safetensors import hash_tensors as hash_safetensors
 
 
 def test_text_form_round_trips():
@@ -32,7 +34,8 @@ def test_sha256_matches_hashlib(tmp_path):
 
 @given(st.binary(max_size=4096))
 def test_file_and_bytes_hash_agree(data):
-    import tempfile, os
+    import os
+    import tempfile
     with tempfile.NamedTemporaryFile(delete=False) as f:
         f.write(data)
     try:

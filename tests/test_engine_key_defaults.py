@@ -9,11 +9,12 @@ Real TensorRT-RTX builds, on CPU.
 
 from __future__ import annotations
 
-import make_models
 import onnx
 import pytest
 
 import trtcas
+
+import make_models
 
 BASE = """
 [target]

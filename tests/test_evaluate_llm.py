@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.llama_reference import llama_logits, load_hf
-from trtcas.rules.trt.backend import load_backend
-from trtcas.rules.llm.convert import write_checkpoint
-from trtcas.rules.llm.spec import ConvertSpec
 from trtcas.rules.evaluate import EvaluateError, evaluate_network, evaluate_ranks
 from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
+from trtcas.rules.llm.convert import write_checkpoint
 from trtcas.rules.llm.decoder.network import build_decoder_network
+from trtcas.rules.llm.spec import ConvertSpec
+from trtcas.rules.trt.backend import load_backend
+
+from support.llama_reference import llama_logits, load_hf
 
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 

@@ -13,10 +13,8 @@ import sys
 import threading
 import time
 
-import make_models
 import numpy as np
 import onnx
-from support.targets import CONV_TARGET
 
 import trtcas
 from trtcas.cas.actioncache import ActionResult
@@ -24,6 +22,9 @@ from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import hash_bytes, hash_file
 from trtcas.cas.gc import execute_gc, plan_gc, verify_store
 from trtcas.cas.manifest import TensorEntry, TensorManifest
+
+import make_models
+from support.targets import CONV_TARGET
 
 HOUR = 3600
 

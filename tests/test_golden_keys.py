@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import trtcas
+
 from make_models import write_models
 from make_tiny_llama import make_tiny_llama
 

@@ -14,11 +14,8 @@ import os
 import subprocess
 import sys
 
-import make_models
 import onnx
 import pytest
-from support.remote_fixtures import action_key, store_action
-from support.targets import CONV_TARGET
 
 import trtcas
 from trtcas.cas.actioncache import ActionResult
@@ -29,6 +26,10 @@ from trtcas.cas.gc import verify_store
 from trtcas.cas.remote.http import HttpRemote
 from trtcas.cas.tiered import TieredStore
 from trtcas.graph.rule import RULES
+
+import make_models
+from support.remote_fixtures import action_key, store_action
+from support.targets import CONV_TARGET
 
 FAST = dict(timeout=5.0, retries=0, backoff_s=0.02, env={})
 

@@ -1,13 +1,14 @@
 """Key canonicalisation properties: what must not change a key, and what must."""
 
 import random
+from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trtcas.cas.digest import hash_bytes
 from trtcas.graph.action import NotCanonical, compute_key
-from pathlib import Path
 
 scalars = st.one_of(st.integers(-10**6, 10**6), st.text(max_size=8), st.booleans(), st.none(),
                     st.floats(allow_nan=False, allow_infinity=False, width=32))

@@ -25,12 +25,13 @@ pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (p
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
 import trtcas  # noqa: E402
-from support.hf_models import MODELS, TARGET, TOKENS, finetune_layer, last_logits, make_model  # noqa: E402
 from trtcas.cas.content_store import ContentStore  # noqa: E402
 from trtcas.config import load_config  # noqa: E402
 from trtcas.graph.explain import explain_builds  # noqa: E402
 from trtcas.graph.history import load_build  # noqa: E402
 from trtcas.graph.rule import RULES  # noqa: E402
+
+from support.hf_models import MODELS, TARGET, TOKENS, finetune_layer, last_logits, make_model  # noqa: E402
 
 TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 

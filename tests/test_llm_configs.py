@@ -17,11 +17,12 @@ import pytest
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
 import trtcas  # noqa: E402
-from support.hf_models import make_model  # noqa: E402
 from trtcas.errors import TrtcasError  # noqa: E402
 from trtcas.rules.llm.convert import convert_rank, trtllm_config, write_checkpoint  # noqa: E402
 from trtcas.rules.llm.hf import read_hf_config  # noqa: E402
 from trtcas.rules.llm.spec import ConvertSpec  # noqa: E402
+
+from support.hf_models import make_model  # noqa: E402
 
 TARGET = """
 [target]

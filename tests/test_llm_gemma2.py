@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
+from trtcas.errors import TrtcasError  # noqa: E402
+
 from support.arch_checks import (  # noqa: E402
     build,
     engines_compute_the_model,
@@ -25,7 +27,6 @@ from support.arch_checks import (  # noqa: E402
     tp4_networks_compute_the_model,
 )
 from support.tiny_hf import REMOVE, TOLERANCE, edit_hf_config, last_logits, make_model, project, relative_error  # noqa: E402
-from trtcas.errors import TrtcasError  # noqa: E402
 
 # equal caps on purpose: the attention scores (rank 5) and the logits (rank 3) share no constant
 GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=3, attn_logit_softcapping=2.0,

@@ -19,6 +19,8 @@ pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (p
 pytest.importorskip("transformers", reason="the verify extra (torch, transformers) is needed")
 
 import trtcas  # noqa: E402
+from trtcas.errors import TrtcasError  # noqa: E402
+
 from support.arch_checks import (  # noqa: E402
     build,
     engines_compute_the_model,
@@ -28,7 +30,6 @@ from support.arch_checks import (  # noqa: E402
     tp4_networks_compute_the_model,
 )
 from support.tiny_hf import TOLERANCE, last_logits, make_model, project, relative_error  # noqa: E402
-from trtcas.errors import TrtcasError  # noqa: E402
 
 MIXTRAL = dict(num_local_experts=4, num_experts_per_tok=2)
 # a larger router than transformers' init, so the routing is decisive and differs per token

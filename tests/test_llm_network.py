@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 
 from trtcas.errors import TrtcasError
-from trtcas.rules.trt.backend import load_backend
-from trtcas.rules.llm.convert import write_checkpoint
-from trtcas.rules.llm.spec import ConvertSpec
-from trtcas.rules.trt.engine import EngineSpec
 from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
+from trtcas.rules.llm.convert import write_checkpoint
 from trtcas.rules.llm.decoder.geometry import DecoderGeometry, expected_weights
-from trtcas.rules.llm.decoder.rope import rotary_tables
 from trtcas.rules.llm.decoder.network import VOCAB_START, build_decoder_network
-from trtcas.rules.trt.diagnose import PROBES, build_with_diagnosis as build_decoder_engine, probe_layer_support
+from trtcas.rules.llm.decoder.rope import rotary_tables
+from trtcas.rules.llm.spec import ConvertSpec
+from trtcas.rules.trt.backend import load_backend
+from trtcas.rules.trt.diagnose import PROBES, probe_layer_support
+from trtcas.rules.trt.diagnose import build_with_diagnosis as build_decoder_engine
+from trtcas.rules.trt.engine import EngineSpec
 from trtcas.rules.trt.network import ParsedNetwork
 
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")

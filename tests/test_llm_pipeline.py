@@ -8,7 +8,6 @@ import pytest
 from safetensors.numpy import load_file
 
 import trtcas
-from make_tiny_llama import make_tiny_llama
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest, hash_bytes
 from trtcas.cas.manifest import TensorManifest
@@ -20,6 +19,8 @@ from trtcas.graph.history import load_build
 from trtcas.graph.rule import RULES
 from trtcas.rules.llm.convert import write_checkpoint
 from trtcas.rules.llm.spec import ConvertSpec
+
+from make_tiny_llama import make_tiny_llama
 
 TARGET = """
 [target]

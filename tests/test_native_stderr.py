@@ -2,16 +2,15 @@
 GPU-less machine); they must land in the build's log, never on the user's terminal."""
 
 import os
-import subprocess
-import sys
 import threading
 
 import onnx
 import pytest
 
-import make_models  # examples/ is on the test path
 from trtcas.errors import TrtcasError
 from trtcas.rules.trt.native_stderr import native_stderr_to
+
+import make_models  # examples/ is on the test path
 
 
 def test_raw_fd2_lines_go_to_the_sink_and_fd2_is_restored(capfd):

@@ -12,9 +12,10 @@ import os
 import subprocess
 import sys
 
-import make_models
 import onnx
 import pytest
+
+import make_models
 from support.targets import CONV_TARGET
 from support.tmpfs import remount_read_only, tmpfs
 

@@ -1,6 +1,5 @@
 """The ONNX -> network -> engine (-> refit) pipeline with real TensorRT-RTX builds on the CPU."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -20,10 +19,10 @@ from trtcas.graph.explain import explain_builds
 from trtcas.graph.history import load_build
 from trtcas.graph.rule import RULES
 
-ROOT = Path(__file__).resolve().parents[1]
 import make_models  # examples/ is on the test path
-
 from support.targets import CONV_TARGET as TARGET
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Project:

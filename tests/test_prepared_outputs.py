@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 import trtcas
-from make_tiny_llama import make_tiny_llama
-from support.tmpfs import tmpfs
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.gc import verify_store
 from trtcas.errors import TrtcasError
 from trtcas.graph.prepared import PreparedOutputs
 from trtcas.rules.formats.safetensors import SlotFileWriter, TensorSlot, dtype_code, write_arrays
+
+from make_tiny_llama import make_tiny_llama
+from support.tmpfs import tmpfs
 
 TARGET = """
 [target]

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from support.ray_fleet import run_in_network_namespace
 
 

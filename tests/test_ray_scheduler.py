@@ -9,9 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from support.targets import CONV_TARGET, LLM_MATRIX_TARGET
 
-import make_models
 import trtcas
 from trtcas.config import load_config
 from trtcas.errors import TrtcasError
@@ -20,6 +18,9 @@ from trtcas.graph.records import Span, write_trace
 from trtcas.graph.rule import RULES
 from trtcas.graph.schedulers import execution_settings
 from trtcas.graph.schedulers.farm_worker import environment_mismatch
+
+import make_models
+from support.targets import CONV_TARGET, LLM_MATRIX_TARGET
 
 RTX = "trtcas/tensorrt_rtx=1.7.1.116"
 
@@ -101,9 +102,9 @@ def test_matrix_gives_one_engine_per_entry_with_the_keys_of_single_builds(tmp_pa
 
 
 def test_matrix_entries_may_be_named_and_llm_ids_keep_the_rank(tmp_path):
-    from make_tiny_llama import make_tiny_llama
-
     from trtcas.api import plan_graph
+
+    from make_tiny_llama import make_tiny_llama
 
     named = conv_project(tmp_path / "named", 'matrix = [{ name = "ampere", targets = ["sm80", "sm86"] }, { targets = ["sm89"] }]')
     graph = plan_graph(load_config(named / "trtcas.toml"))

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support.remote_fixtures import TEST_PASSWORD, TEST_TOKEN, TEST_USER, action_key, store_action, write_random_file
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.digest import hash_bytes, hash_file
 from trtcas.cas.remote import RemoteRejected, RemoteUnavailable, open_remote, redact_url
 from trtcas.cas.remote.http import HttpRemote
 from trtcas.cas.tiered import TieredStore
 from trtcas.errors import TrtcasError
+
+from support.remote_fixtures import TEST_PASSWORD, TEST_TOKEN, TEST_USER, action_key, store_action, write_random_file
 
 FAST = dict(timeout=5.0, retries=1, backoff_s=0.02, env={})
 

@@ -6,14 +6,16 @@ import threading
 
 import onnx
 
-import make_models
 import trtcas
-from support.fault_proxy import FaultProxy
-from support.remote_fixtures import TEST_TOKEN
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.gc import verify_store
+
+import make_models
+from support.fault_proxy import FaultProxy
 from support.nginx_server import free_port
+from support.remote_fixtures import TEST_TOKEN
 from support.targets import CONV_TARGET as TARGET
+
 
 def machine(tmp_path, name):
     """A project checkout and an empty cache dir, standing for one machine."""

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 
-import make_models
 import onnx
 import pytest
-from support.fault_proxy import FaultProxy
-from support.remote_fixtures import store_action
-from support.targets import CONV_TARGET
 
 import trtcas
 from trtcas.cas.remote import RemoteUnavailable
 from trtcas.cas.remote.http import HttpRemote
 from trtcas.cas.tiered import TieredStore
+
+import make_models
+from support.fault_proxy import FaultProxy
+from support.remote_fixtures import store_action
+from support.targets import CONV_TARGET
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("tensorrt_rtx", reason="these tests exercise TensorRT-RTX (pip install tensorrt-rtx-cu13)")
 
 import trtcas  # noqa: E402
+
 from make_models import write_models  # noqa: E402
 from make_tiny_llama import make_tiny_llama  # noqa: E402
 

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from make_models import write_models
 
 import trtcas
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest
 from trtcas.graph import stamp
+
+from make_models import write_models
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

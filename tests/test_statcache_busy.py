@@ -8,13 +8,14 @@ import sys
 import time
 from contextlib import contextmanager
 
-import make_models
 import onnx
-from support.targets import CONV_TARGET
 
 import trtcas
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.statcache import StatCache
+
+import make_models
+from support.targets import CONV_TARGET
 
 HOLD = """
 import sqlite3, sys, time

@@ -203,8 +203,8 @@ def _build_leased(config: TargetConfig, store: ContentStore, actions: Iterable[s
     from trtcas.graph.context import NullObserver
     from trtcas.graph.dag import build_graph, plan_actions, select
     from trtcas.graph.fingerprint import collect_fingerprint
-    from trtcas.graph.records import write_trace
     from trtcas.graph.prepared import PreparedOutputs
+    from trtcas.graph.records import write_trace
     from trtcas.graph.runner import ActionRunner
     from trtcas.graph.schedulers import NullReporter, open_scheduler
 

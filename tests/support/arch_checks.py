@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 import trtcas
-from support.hf_models import TARGET, TOKENS, last_logits
-from support.tiny_hf import TOLERANCE, edit_hf_config, relative_error
-from trtcas.errors import TrtcasError
 from trtcas.cas.content_store import ContentStore
 from trtcas.config import load_config
+from trtcas.errors import TrtcasError
 from trtcas.graph.explain import explain_builds
 from trtcas.graph.history import load_build
 from trtcas.graph.rule import RULES
+
+from support.hf_models import TARGET, TOKENS, last_logits
+from support.tiny_hf import TOLERANCE, edit_hf_config, relative_error
 
 
 def build(root: Path, cache: Path, *overrides: str):

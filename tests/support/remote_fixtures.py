@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from support.fault_proxy import FaultProxy
-from support.nginx_server import NginxMissing, NginxServer, nginx_binary, run_nginx
 from trtcas.cas.actioncache import ActionResult
 from trtcas.cas.content_store import ContentStore
 from trtcas.cas.digest import Digest, hash_bytes
+
+from support.fault_proxy import FaultProxy
+from support.nginx_server import NginxMissing, NginxServer, nginx_binary, run_nginx
 
 TEST_TOKEN = "tok-Zq81vX0secret"
 TEST_USER, TEST_PASSWORD = "alice", "pw-9Lk2secret"

@@ -39,9 +39,9 @@ from trtcas.cas.tree import source_digest
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, ActionKey, compute_key
 from trtcas.graph.context import ActionFailed, ActionObserver, NullObserver, run_invocation
-from trtcas.graph.prepared import PreparedOutputs
-from trtcas.graph.interrupt import BuildCancelled, raise_if_cancelled
 from trtcas.graph.fingerprint import Fingerprint, collect_fingerprint
+from trtcas.graph.interrupt import BuildCancelled, raise_if_cancelled
+from trtcas.graph.prepared import PreparedOutputs
 from trtcas.graph.records import Span
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.rule import RULES, Rule, RuleRegistry

@@ -11,8 +11,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from trtcas.graph.result import ActionRecord
 from trtcas.errors import TrtcasError
+from trtcas.graph.result import ActionRecord
 from trtcas.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: settings are read before anything is planned

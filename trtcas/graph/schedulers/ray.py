@@ -164,7 +164,7 @@ class RayScheduler:
     # ---- one action -----------------------------------------------------------------------
     def invoke(self, invocation: Invocation) -> ActionResult:
         self._connect()
-        ray, action = self.ray, invocation.action
+        action = invocation.action
         rule = self._runner.registry.get(action.rule)
         needs = action_needs(rule, action.params, invocation.key.components.get("env", {}))
         shipment = self._staging.stage(invocation.inputs, invocation.sources)

@@ -24,7 +24,14 @@ from typing import Any, Mapping
 from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
-from trtcas.rules.trt.engine_actions import ENGINE_SCHEMA, check_distinct_plans, engine_actions, engine_settings, engine_variants, spec_params
+from trtcas.rules.trt.engine_actions import (
+    ENGINE_SCHEMA,
+    check_distinct_plans,
+    engine_actions,
+    engine_settings,
+    engine_variants,
+    spec_params,
+)
 
 
 def external_data_files(onnx_path: Path) -> list[str]:
