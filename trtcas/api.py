@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -65,6 +64,8 @@ def check_writable(path: Path, what: str, fix: str) -> None:
     if probe != path and not probe.is_dir():
         raise TrtcasError(f"{what} {path} cannot be created: {probe} is a file, not a directory; {fix}")
     folder = probe if probe.is_dir() else probe.parent
+    import tempfile  # only where a dir must be checked writable (not on a no-op)
+
     try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,11 @@ def entry_problem(result: "ActionResult", expected_outputs: Collection[str] = ()
     return None
 
 
+def _hostname() -> str:
+    """This host's name (``socket.gethostname``'s answer, without importing ``socket``)."""
+    return os.uname().nodename
+
+
 @dataclass(frozen=True)
 class ActionResult:
     """Outputs and facts of one successful action run."""
@@ -65,7 +69,7 @@ class ActionResult:
     outputs: Mapping[str, Digest]
     duration_s: float = 0.0
     exit_code: int = 0
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: _hostname())
     created_at: float = field(default_factory=time.time)
     fingerprint: Mapping[str, object] = field(default_factory=dict)
     log: Digest | None = None

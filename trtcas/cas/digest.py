@@ -7,7 +7,6 @@ from a different one. The text form ``blake3:<hex>/<size>`` is what users see an
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -71,6 +70,8 @@ def new_hasher(algo: str = DEFAULT_ALGO, parallel: bool = False):
     check_algo(algo)
     if algo == "blake3":
         return blake3.blake3(max_threads=blake3.blake3.AUTO if parallel else 1)
+    import hashlib  # sha256 stores only: blake3 ones never load it
+
     return hashlib.sha256()
 
 

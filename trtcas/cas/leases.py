@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ class Lease:
 
     def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
-        host = socket.gethostname().replace("/", "_")[:64]
+        host = os.uname().nodename.replace("/", "_")[:64]
         self.path = root / f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.lease"
         self.started = time.time()
         head = json.dumps({"host": host, "pid": os.getpid(), "started": self.started})
@@ -83,7 +82,7 @@ def live_leases(root: Path, remove_stale: bool = True) -> list[LeaseInfo]:
     leases = []
     if not root.is_dir():
         return leases
-    this_host = socket.gethostname().replace("/", "_")[:64]
+    this_host = os.uname().nodename.replace("/", "_")[:64]
     for path in root.glob("*.lease"):
         try:
             lines = path.read_text().splitlines()
