@@ -141,7 +141,11 @@ def test_bad_matrix_is_a_user_error(tmp_path, matrix, message):
 def test_execution_settings_flags_over_the_table():
     assert execution_settings(None, None, None) == ("threads", None)
     assert execution_settings({"scheduler": "ray", "address": "10.0.0.1:6379"}, None, None) == ("ray", "10.0.0.1:6379")
-    assert execution_settings({"scheduler": "ray", "address": "a:1"}, "threads", "b:2") == ("threads", "b:2")
+    assert execution_settings({"scheduler": "ray", "address": "a:1"}, "threads", None) == ("threads", "a:1")
+    assert execution_settings({"scheduler": "ray", "address": "a:1"}, None, "b:2") == ("ray", "b:2")
+    assert execution_settings(None, None, "b:2") == ("ray", "b:2")  # a cluster address alone means the farm
+    with pytest.raises(TrtcasError, match="--ray-address b:2 is for the ray scheduler.*'threads'"):
+        execution_settings(None, "threads", "b:2")
     with pytest.raises(TrtcasError, match=r"\[execution\]: unknown setting\(s\) adress"):
         execution_settings({"adress": "x"}, None, None)
     with pytest.raises(TrtcasError, match="unknown scheduler 'slurm'"):

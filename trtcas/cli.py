@@ -279,7 +279,7 @@ def split_target(target: Path, names: tuple[str, ...]) -> tuple[Path, tuple[str,
 @click.option("--json", "as_json", is_flag=True, help="Print the BuildResult as JSON (a list for several targets; no progress).")
 @click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace (open in Perfetto).")
 @click.option("--scheduler", default=None, help="Where actions run: threads (this host) or ray (a build farm); default: [execution] scheduler, else threads.")
-@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster for --scheduler ray (default: [execution] address, $RAY_ADDRESS, a local cluster).")
+@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster to build on (implies --scheduler ray; default: [execution] address, $RAY_ADDRESS, a local cluster).")
 @click.option("-k", "--keep-going", is_flag=True, help="With several targets, build the others after one fails.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream every action's log (TensorRT's builder log) while it runs.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")

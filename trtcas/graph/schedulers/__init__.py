@@ -74,7 +74,10 @@ def execution_settings(section: Any, scheduler: str | None, address: str | None)
     for key in EXECUTION_KEYS & set(section):
         if not isinstance(section[key], str) or not section[key].strip():
             raise TrtcasError(f"[execution] {key} = {section[key]!r}: must be a non-empty string")
-    name = scheduler or section.get("scheduler") or "threads"
+    name = scheduler or section.get("scheduler") or ("ray" if address else "threads")  # an address means a farm
     if name not in SCHEDULERS:
         raise TrtcasError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS.names())}")
+    if address and name != "ray":
+        raise TrtcasError(f"--ray-address {address} is for the ray scheduler, but the scheduler is {name!r}; "
+                          "drop --ray-address or use --scheduler ray")
     return name, address or section.get("address")
