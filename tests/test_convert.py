@@ -307,6 +307,24 @@ def test_index_whose_weight_map_is_not_a_mapping_is_one_clear_error(ckpts, tmp_p
         convert_rank(broken, ConvertSpec(), 0)
 
 
+@pytest.mark.parametrize("where", ["../outside.safetensors", "/abs/outside.safetensors", ".hidden.safetensors"])
+def test_an_index_may_name_only_shards_the_checkpoint_digest_covers(ckpts, tmp_path, where):
+    """A shard outside the dir (or hidden, which the dir's digest skips) would be read
+    without being in the convert's key: refused, so no change to it can go unseen."""
+    broken = tmp_path / "ckpt"
+    shutil.copytree(ckpts["sharded"], broken)
+    index = json.loads((broken / "model.safetensors.index.json").read_text())
+    moved = next(iter(index["weight_map"]))
+    shard = broken / index["weight_map"][moved]
+    target = (broken / where) if not where.startswith("/") else Path(where)
+    if not where.startswith("/"):
+        shutil.copy(shard, target)
+    index["weight_map"] = {name: (where if name == moved else file) for name, file in index["weight_map"].items()}
+    (broken / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(TrtcasError, match="is not a file inside the checkpoint dir"):
+        convert_rank(broken, ConvertSpec(), 0)
+
+
 def test_missing_tensor_is_reported_with_its_file(ckpts, tmp_path):
     broken = tmp_path / "missing"
     shutil.copytree(ckpts["base"], broken)

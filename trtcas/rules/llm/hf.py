@@ -64,6 +64,8 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> HFCheckpoint:
             raise ConvertError(f"{index_path}: weight_map must map tensor names to shard file names; "
                                "re-download the index or remove it (with a single model.safetensors)")
         shard_names = sorted(set(weight_map.values()))
+        for shard_name in shard_names:
+            _check_shard_name(index_path, shard_name)
     elif (directory / SINGLE_FILE).exists():
         weight_map, shard_names = None, [SINGLE_FILE]
     else:
@@ -85,6 +87,16 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> HFCheckpoint:
             if name not in tensors:
                 raise ConvertError(f"{directory / shard_name}: lacks tensor {name!r}, which {INDEX_FILE} places there")
     return HFCheckpoint(directory, tuple(files), tensors)
+
+
+def _check_shard_name(index_path: Path, shard_name: str) -> None:
+    """A shard must be a file the checkpoint dir's digest covers: a relative path inside the
+    dir, not hidden. One read from elsewhere would not be in the convert's key, so a change
+    to it could never re-run the convert (a wrong cache hit)."""
+    parts = Path(shard_name).parts
+    if not parts or Path(shard_name).is_absolute() or ".." in parts or any(p.startswith(".") for p in parts):
+        raise ConvertError(f"{index_path}: shard {shard_name!r} is not a file inside the checkpoint dir "
+                           "(absolute, '..' or hidden); the index may name only the dir's own shard files")
 
 
 def _map_source(source: SourceTensor, name: str) -> np.ndarray:
