@@ -5,8 +5,10 @@ once) with plain ``malloc``. glibc raises its mmap threshold after such frees (u
 so later buffers of a few MB come from the heap, whose freed middle it keeps: a build left
 most of a model's worth resident after it ended, and freed copies were not reused for new
 ones of another size, which raised the peak. A fixed threshold of :data:`MMAP_THRESHOLD`
-makes every large block a mapping of its own, unmapped when freed. This is a process-wide
-setting (``mallopt``); it changes where memory comes from, never what is computed.
+makes every large block a mapping of its own, unmapped when freed. The network action sets
+it too: what it decodes and TensorRT copies while parsing would otherwise stay in the heap
+under the engine build's peak. This is a process-wide setting (``mallopt``); it changes
+where memory comes from, never what is computed.
 """
 
 from __future__ import annotations
