@@ -564,15 +564,10 @@ def report_error(exc: BaseException) -> int:
     if isinstance(exc, TrtcasError):
         click.echo(f"trtcas: error: {exc}", err=True)
         return 1
-    if isinstance(exc, OSError):  # a read-only or full disk, a path that is a file
-        from trtcas.oserrors import describe_os_error
+    if isinstance(exc, (OSError, MemoryError)):  # a read-only or full disk, a path that is a file, too little memory
+        from trtcas.oserrors import describe_resource_error
 
-        click.echo(f"trtcas: error: {describe_os_error(exc)}", err=True)
-        return 1
-    if isinstance(exc, MemoryError):  # a build asking for more than the machine has
-        from trtcas.oserrors import describe_memory_error
-
-        click.echo(f"trtcas: error: {describe_memory_error(exc)}", err=True)
+        click.echo(f"trtcas: error: {describe_resource_error(exc)}", err=True)
         return 1
     raise exc
 

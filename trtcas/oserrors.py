@@ -43,3 +43,8 @@ def describe_memory_error(exc: MemoryError) -> str:
     detail = str(exc) or "an allocation failed"
     return (f"out of memory ({detail}); free memory, run fewer actions at once (-j 1), or ask for "
             "a smaller build (a lower max_seq_len or max_batch_size, a smaller profile)")
+
+
+def describe_resource_error(exc: OSError | MemoryError, unnamed: str = "a file") -> str:
+    """:func:`describe_os_error` or :func:`describe_memory_error`, whichever ``exc`` is."""
+    return describe_memory_error(exc) if isinstance(exc, MemoryError) else describe_os_error(exc, unnamed)

@@ -24,7 +24,7 @@ from trtcas.graph.action import Action, ActionKey
 from trtcas.graph.interrupt import BuildCancelled, cancel_requested, track_scratch, untrack_scratch
 from trtcas.graph.prepared import PreparedOutputs
 from trtcas.graph.rule import RuleRegistry
-from trtcas.oserrors import describe_memory_error, describe_os_error
+from trtcas.oserrors import describe_resource_error
 
 
 class ActionFailed(TrtcasError):
@@ -187,10 +187,8 @@ def _failure(exc: Exception, context: StoreRunContext, store: ContentStore) -> A
     in that log (the one-line message stays readable)."""
     if isinstance(exc, TrtcasError):
         message = str(exc)
-    elif isinstance(exc, OSError):  # a full disk, a permission: said as the OS says it
-        message = describe_os_error(exc, unnamed=f"a file of this action (under {store.root} or the output dir)")
-    elif isinstance(exc, MemoryError):
-        message = describe_memory_error(exc)
+    elif isinstance(exc, (OSError, MemoryError)):  # a full disk, a permission, too little memory
+        message = describe_resource_error(exc, unnamed=f"a file of this action (under {store.root} or the output dir)")
     else:
         context.lines.append("".join(traceback.format_exception(exc)).rstrip())
         message = f"{type(exc).__name__}: {exc}"

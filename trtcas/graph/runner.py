@@ -45,7 +45,7 @@ from trtcas.graph.prepared import PreparedOutputs
 from trtcas.graph.records import Span
 from trtcas.graph.result import ActionRecord
 from trtcas.graph.rule import RULES, Rule, RuleRegistry
-from trtcas.oserrors import describe_memory_error, describe_os_error
+from trtcas.oserrors import describe_resource_error
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,8 @@ class ActionRunner:
             self._span(action, "cancelled", start)
             return ActionRecord(action.id, action.rule, "cancelled", time.perf_counter() - start, reason="cancelled")
         except Exception as exc:
-            message = str(exc) if isinstance(exc, TrtcasError) else \
-                describe_os_error(exc) if isinstance(exc, OSError) else \
-                describe_memory_error(exc) if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, TrtcasError) else describe_resource_error(exc) \
+                if isinstance(exc, (OSError, MemoryError)) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TrtcasError):
                 log.debug("action %s crashed:\n%s", action.id, traceback.format_exc())
             self._span(action, "failed", start)
