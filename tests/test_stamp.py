@@ -98,14 +98,15 @@ def test_the_planner_reads_are_watched(tmp_path):
     assert str(seen_file) in reads and str(tmp_path) in reads
 
 
-def test_a_no_op_process_imports_no_tensorrt_networkx_or_numpy(project):
+def test_a_no_op_process_imports_no_tensorrt_networkx_numpy_or_blob_code(project):
     build(project)
     build(project)
     script = (
         "import sys, trtcas\n"
         f"r = trtcas.build({str(project / 'trtcas.toml')!r}, cache_dir={str(project.parent / 'cache')!r})\n"
         "assert r.ok and all(a.status == 'cached' for a in r.actions), r.to_json()\n"
-        "print(sorted(m for m in ('tensorrt_rtx', 'networkx', 'numpy', 'onnx') if m in sys.modules))\n"
+        "print(sorted(m for m in ('tensorrt_rtx', 'networkx', 'numpy', 'onnx', 'zstandard', 'msgpack',\n"
+        "                         'trtcas.cas.blobstore', 'trtcas.cas.actioncache', 'socket') if m in sys.modules))\n"
     )
     time.sleep(2.1)  # fresh processes apply the real clock rule: let the files settle, stamp again
     for _ in range(2):
