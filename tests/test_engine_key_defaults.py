@@ -67,3 +67,17 @@ def test_a_setting_that_changes_the_builder_config_still_rebuilds(tmp_path, defa
     assert status == "built" and other != key
     status, third = engine_status(tmp_path, f'tactic_sources = ["{defaults["tactic_sources"][0]}"]')
     assert status == "built" and third not in (key, other)
+
+
+def test_backend_named_as_the_flavour_auto_resolves_to_hits(tmp_path):
+    """``backend = "auto"`` builds with the flavour it resolves to; naming that flavour
+    (``backend = "tensorrt_rtx"`` here) is the same engine, so every key is the same."""
+    from trtcas.rules.trt.toolchain import load_toolchain
+
+    flavour = load_toolchain("auto").backend.flavour
+    base = engine_status(tmp_path, "")
+    (tmp_path / "trtcas.toml").write_text(BASE.replace('backend = "auto"', f'backend = "{flavour}"').format(extra=""))
+    result = trtcas.build(tmp_path / "trtcas.toml", cache_dir=tmp_path / "cache")
+    assert result.ok, result.error
+    assert {r.id: r.status for r in result.actions} == {"network[rank0]": "cached", "engine[rank0]": "cached"}
+    assert next(r.key for r in result.actions if r.id == "engine[rank0]") == base[1]

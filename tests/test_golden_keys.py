@@ -45,3 +45,41 @@ def test_example_keys_are_pinned(tmp_path, name):
     result = trtcas.build(_example(tmp_path, name), cache_dir=tmp_path / "cache", fingerprint_overrides=FIXED_FINGERPRINT)
     assert result.ok, result.to_json()
     assert {record.id: record.key for record in result.actions} == GOLDEN[name]
+
+
+def _keys(target: Path, cache: Path) -> dict[str, tuple[str, str]]:
+    result = trtcas.build(target, cache_dir=cache, fingerprint_overrides=FIXED_FINGERPRINT)
+    assert result.ok, result.to_json()
+    return {record.id: (record.key, record.status) for record in result.actions}
+
+
+def test_files_no_rule_reads_beside_a_checkpoint_are_in_no_key(tmp_path):
+    """A HF snapshot's README, tokenizer and generation config (and a TensorRT-LLM
+    checkpoint's README) are not read by the convert/import: adding them keeps every key,
+    and the build after is all cached. Before, the whole dir was one keyed input."""
+    target = _example(tmp_path, "llm")
+    before = _keys(target, tmp_path / "cache")
+    hf = target.parent / "hf"
+    for name, text in (("README.md", "# tiny"), ("tokenizer.json", "{}"), ("generation_config.json", '{"top_k": 1}')):
+        (hf / name).write_text(text)
+    after = _keys(target, tmp_path / "cache")
+    assert {i: k for i, (k, _) in after.items()} == GOLDEN["llm"] == {i: k for i, (k, _) in before.items()}
+    assert {status for _, status in after.values()} == {"cached"}
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    shutil.copytree(target.parent / "out" / "checkpoint", checkpoint / "ckpt")
+    (checkpoint / "trtcas.toml").write_text('[model]\ncheckpoint = "ckpt"\nmax_batch_size = 2\nmax_seq_len = 16\n'
+                                            '[engine]\ntargets = ["sm86"]\n')
+    imported = _keys(checkpoint / "trtcas.toml", tmp_path / "cache")
+    (checkpoint / "ckpt" / "README.md").write_text("converted by trtcas")
+    assert _keys(checkpoint / "trtcas.toml", tmp_path / "cache") == {i: (k, "cached") for i, (k, _) in imported.items()}
+
+
+def test_a_weight_change_in_the_checkpoint_still_reruns_the_convert(tmp_path):
+    target = _example(tmp_path, "llm")
+    _keys(target, tmp_path / "cache")
+    make_tiny_llama(target.parent / "hf", seed=0, finetune_layer=1)
+    after = _keys(target, tmp_path / "cache")
+    assert {i for i, (k, _) in after.items() if k != GOLDEN["llm"][i]} == set(GOLDEN["llm"])  # embedded weights: all
+    assert {status for _, status in after.values()} == {"built"}

@@ -4,7 +4,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trtcas.cas.digest import hash_bytes
@@ -108,3 +108,64 @@ def test_bool_is_not_int_and_none_is_not_missing():
 def test_paths_cannot_enter_a_key():
     with pytest.raises(NotCanonical, match="declare it as an input"):
         key({"plugin": Path("/opt/plugin.so")})
+
+
+# ---- a target file's form never changes a key (real builds, TensorRT-RTX on the CPU) --------
+CONV = {"target": {"name": "conv"}, "model": {"onnx": "model.onnx"},
+        "engine": {"backend": "auto", "targets": ["sm86"], "optimization_level": 3, "refit": "auto"},
+        "output": {"dir": "out"}}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _written(config, rng: random.Random) -> str:
+    """``config`` as TOML in a random form: section and key order, spacing, comments, and
+    sometimes a section as an inline table."""
+    lines = [f"# {rng.random()}"] if rng.random() < 0.5 else []
+    sections = rng.sample(list(config.items()), len(config))
+    inline = {name for name, _ in sections if rng.random() < 0.25}  # top-level keys: before any [header]
+    for section, table in sorted(sections, key=lambda item: item[0] not in inline):
+        items = rng.sample(list(table.items()), len(table))
+        pad = " " * rng.randint(0, 3)
+        if section in inline:
+            lines.append(f"{section}{pad}={pad}{{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in items) + " }")
+            continue
+        lines.append(f"[{section}]" + (f"   # {section}" if rng.random() < 0.5 else ""))
+        for k, v in items:
+            comment = f"  # {rng.randint(0, 99)}" if rng.random() < 0.5 else ""
+            lines.append(f"{' ' * rng.randint(0, 2)}{k}{pad}={pad}{_toml_value(v)}{comment}")
+        lines += [""] * rng.randint(0, 2)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def conv_project(tmp_path_factory):
+    import onnx
+
+    import trtcas
+
+    import make_models
+
+    root = tmp_path_factory.mktemp("conv")
+    onnx.save(make_models.make_conv_block(seed=0), str(root / "model.onnx"))
+    (root / "trtcas.toml").write_text(_written(CONV, random.Random(0)))
+    result = trtcas.build(root / "trtcas.toml", cache_dir=root / "cache")
+    assert result.ok, result.error
+    return root, {r.id: r.key for r in result.actions}
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_rewriting_a_target_file_in_another_form_keeps_every_key(conv_project, rnd):
+    import trtcas
+
+    root, keys = conv_project
+    (root / "trtcas.toml").write_text(_written(CONV, random.Random(rnd.random())))
+    # a dry run plans and keys every action (a build could be answered from its stamp instead)
+    result = trtcas.build(root / "trtcas.toml", cache_dir=root / "cache", dry_run=True)
+    assert result.ok, result.error
+    assert {r.id: (r.key, r.status) for r in result.actions} == {i: (k, "cached") for i, k in keys.items()}

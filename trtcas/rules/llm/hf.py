@@ -56,16 +56,7 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> HFCheckpoint:
     directory = Path(hf_dir)
     index_path = directory / INDEX_FILE
     if index_path.exists():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConvertError(f"{index_path}: not a safetensors index with a weight_map ({exc})") from exc
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise ConvertError(f"{index_path}: weight_map must map tensor names to shard file names; "
-                               "re-download the index or remove it (with a single model.safetensors)")
-        shard_names = sorted(set(weight_map.values()))
-        for shard_name in shard_names:
-            _check_shard_name(index_path, shard_name)
+        weight_map, shard_names = _read_index(index_path)
     elif (directory / SINGLE_FILE).exists():
         weight_map, shard_names = None, [SINGLE_FILE]
     else:
@@ -87,6 +78,35 @@ def open_hf_checkpoint(hf_dir: str | os.PathLike) -> HFCheckpoint:
             if name not in tensors:
                 raise ConvertError(f"{directory / shard_name}: lacks tensor {name!r}, which {INDEX_FILE} places there")
     return HFCheckpoint(directory, tuple(files), tensors)
+
+
+def checkpoint_files(hf_dir: str | os.PathLike) -> list[str]:
+    """The files of a HF checkpoint dir the convert reads, relative to it: ``config.json`` and
+    the weights (``model.safetensors``, or the index and the shards it names). Only these are
+    the convert's inputs, so a README, tokenizer or ``generation_config.json`` beside them
+    never re-runs it. The dir is listed, not probed, so a build's stamp watches it."""
+    directory = Path(hf_dir)
+    present = set(os.listdir(directory))
+    if INDEX_FILE in present:
+        return ["config.json", INDEX_FILE, *_read_index(directory / INDEX_FILE)[1]]
+    if SINGLE_FILE in present:
+        return ["config.json", SINGLE_FILE]
+    raise ConvertError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}; point at a HF safetensors checkpoint")
+
+
+def _read_index(index_path: Path) -> tuple[dict, list[str]]:
+    """A safetensors index's weight map and the shard names it uses (sorted), checked."""
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConvertError(f"{index_path}: not a safetensors index with a weight_map ({exc})") from exc
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ConvertError(f"{index_path}: weight_map must map tensor names to shard file names; "
+                           "re-download the index or remove it (with a single model.safetensors)")
+    shard_names = sorted(set(weight_map.values()))
+    for shard_name in shard_names:
+        _check_shard_name(index_path, shard_name)
+    return weight_map, shard_names
 
 
 def _check_shard_name(index_path: Path, shard_name: str) -> None:

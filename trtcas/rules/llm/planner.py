@@ -31,6 +31,7 @@ from trtcas.errors import TrtcasError
 from trtcas.graph.action import Action, InputRef
 from trtcas.graph.dag import PlannedTarget, Planner
 from trtcas.graph.rule import Rule
+from trtcas.rules.llm.source_files import linked_source_dir, source_inputs
 from trtcas.rules.trt.engine_actions import (
     ENGINE_SCHEMA,
     check_distinct_plans,
@@ -45,6 +46,11 @@ PARALLEL_KEYS = {"tp", "pp"}
 
 # ---- rules ----------------------------------------------------------------------------------
 def run_convert(ctx) -> dict[str, Any]:
+    with linked_source_dir(ctx, "hf") as hf_dir:
+        return _convert(ctx, hf_dir)
+
+
+def _convert(ctx, hf_dir: Path) -> dict[str, Any]:
     from trtcas.rules.formats.tensors import (
         placed_file_writer,
         previous_manifest,
@@ -58,7 +64,6 @@ def run_convert(ctx) -> dict[str, Any]:
     params = ctx.params
     spec = ConvertSpec(tp=params["tp"], pp=params["pp"], dtype=params["dtype"],
                        quantization=params["quantization"], vocab_parallel=params["vocab_parallel"])
-    hf_dir = ctx.input_path("hf")
     slots, tensors = open_rank(hf_dir, spec, params["rank"])
     previous = previous_manifest(ctx, "weights")
     placed = ctx.prepare_output("weights") if hasattr(ctx, "prepare_output") else None
@@ -78,8 +83,9 @@ def run_import_checkpoint(ctx) -> dict[str, Any]:
     from trtcas.rules.formats.tensors import previous_manifest, store_tensors
     from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
-    checkpoint = read_trtllm_checkpoint(ctx.input_path("checkpoint"))
-    manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items(), previous_manifest(ctx, "weights"))
+    with linked_source_dir(ctx, "checkpoint") as directory:
+        checkpoint = read_trtllm_checkpoint(directory)
+        manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items(), previous_manifest(ctx, "weights"))
     return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
 
 
@@ -122,21 +128,23 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
         raise TrtcasError(f"[model] {'hf' if 'hf' in model else 'checkpoint'} = {source!r}: no such directory next to the target file")
     if "hf" in model:
         from trtcas.rules.llm.convert import plan_rank
-        from trtcas.rules.llm.hf import read_hf_config
+        from trtcas.rules.llm.hf import checkpoint_files, read_hf_config
         from trtcas.rules.llm.spec import ConvertSpec
 
         spec = ConvertSpec(tp=settings["tp"], pp=1, dtype=settings["dtype"], quantization=settings["quantization"],
                            vocab_parallel=settings["vocab_parallel"])
         plan_rank(read_hf_config(base / source), spec, 0)  # checks tp against heads/vocab, reads no tensors
+        settings["files"] = checkpoint_files(base / source)
     else:
-        _check_checkpoint_mapping(base / source, parallel, settings)
+        settings["files"] = _check_checkpoint_mapping(base / source, parallel, settings)
     settings["source"], settings["kind"] = source, "hf" if "hf" in model else "checkpoint"
     return settings
 
 
-def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], settings: dict[str, Any]) -> None:
+def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], settings: dict[str, Any]) -> list[str]:
     """A TensorRT-LLM checkpoint was converted for one tp/pp: ``[parallel]`` must agree with
-    its ``mapping`` (or be left out, and take it), never silently build a subset of ranks."""
+    its ``mapping`` (or be left out, and take it), never silently build a subset of ranks.
+    Returns the files an import reads: config.json and every rank's file."""
     from trtcas.rules.llm.checkpoint import read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(directory)
@@ -148,6 +156,7 @@ def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], sett
     if settings["pp"] != 1:
         raise TrtcasError(f"the checkpoint {directory.name} has pp_size={settings['pp']}; pp > 1 is not supported yet: "
                           "re-convert it with pp = 1")
+    return [f.name for f in (directory / "config.json", *checkpoint.rank_files)]
 
 
 def _write_checkpoint(config: Mapping[str, Any]) -> bool:
@@ -164,9 +173,10 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
     if settings["kind"] == "hf":
         params = {k: settings[k] for k in ("tp", "pp", "dtype", "quantization", "vocab_parallel")} | {"rank": rank}
         placed = {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"}
-        return Action(f"convert[rank{rank}]", "llm.convert", params, {"hf": InputRef(path=settings["source"])},
-                      placed if settings["checkpoint"] else {})
-    return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank}, {"checkpoint": InputRef(path=settings["source"])})
+        return Action(f"convert[rank{rank}]", "llm.convert", params | {"files": settings["files"]},
+                      source_inputs("hf", settings["source"], settings["files"]), placed if settings["checkpoint"] else {})
+    return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank, "files": settings["files"]},
+                  source_inputs("checkpoint", settings["source"], settings["files"]))
 
 
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:

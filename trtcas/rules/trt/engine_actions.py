@@ -117,6 +117,7 @@ def engine_variants(config: Mapping[str, Any]) -> list[tuple[str | None, EngineS
 
 
 def _settings(table: dict[str, Any], config: Mapping[str, Any]) -> EngineSettings:
+    from trtcas.rules.trt.backend import BACKEND_NAMES
     from trtcas.rules.trt.engine import EngineSpec, decide_refittable, validate_spec
     from trtcas.rules.trt.toolchain import load_toolchain
 
@@ -126,6 +127,8 @@ def _settings(table: dict[str, Any], config: Mapping[str, Any]) -> EngineSetting
     except (TypeError, ValueError) as exc:  # a value of the wrong kind where a check is missing
         raise TrtcasError(f"[engine]: {exc}") from None
     toolchain = load_toolchain(backend_name)
+    if backend_name in BACKEND_NAMES:  # "auto" is the flavour it resolves to: the same engine, the same key
+        backend_name = toolchain.backend.flavour
     validate_spec(spec, toolchain.backend)
     refittable, why = decide_refittable(spec, toolchain.backend)
     target = str(_table(config, "target").get("name", "target"))
