@@ -58,6 +58,28 @@ def test_a_worker_reads_inputs_through_the_remote_the_driver_staged(machine_a, m
     assert place_sources(worker, shipment.sources, tmp_path / "scratch2")["ckpt"] == source
 
 
+def test_an_onnx_and_its_external_data_are_placed_together_or_not_at_all(machine_a, machine_b, nginx, tmp_path):
+    """A worker that sees the model file at the driver's path but not its external data
+    (a partly shared filesystem) must not use one in place and rebuild the other elsewhere:
+    the model would not find its weights beside it."""
+    from trtcas.cas.tree import source_digest
+
+    remote = open_remote(nginx.url, machine_a.algo)
+    model, data = tmp_path / "m" / "model.onnx", tmp_path / "m" / "model.data"
+    model.parent.mkdir()
+    model.write_bytes(b"onnx bytes")
+    data.write_bytes(b"weights")
+    inputs = {n: source_digest(p, machine_a.statcache, machine_a.algo) for n, p in (("onnx", model), ("data", data))}
+    shipment = DriverStaging(machine_a, remote, put_object=lambda d: pytest.fail("no object store")).stage(
+        inputs, {"onnx": str(model), "data": str(data)})
+    worker = WorkerStore(machine_b, [remote_fetcher(remote, machine_b.blobs)])
+    assert place_sources(worker, shipment.sources, tmp_path / "s1") == {"onnx": model, "data": data}
+    data.unlink()  # this worker no longer sees the data file where the driver had it
+    placed = place_sources(worker, shipment.sources, tmp_path / "s2")
+    assert placed["onnx"].parent == placed["data"].parent != model.parent
+    assert placed["onnx"].read_bytes() == b"onnx bytes" and placed["data"].read_bytes() == b"weights"
+
+
 def test_without_a_remote_blobs_go_by_object_store_and_outputs_come_back_verified(machine_a, machine_b):
     """A dict stands in for Ray's object store here (ray.put / ray.get); the real one carries
     these blobs in test_ray_farm.py."""

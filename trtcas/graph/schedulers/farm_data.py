@@ -259,18 +259,22 @@ def shipped_fetcher(shipped: Mapping[str, Any], blobs: BlobStore, get_object: Ca
 
 
 def place_sources(store: WorkerStore, sources: Mapping[str, StagedSource], root: Path) -> dict[str, Path]:
-    """Each source as a path on this worker: the driver's own path when it holds the same
-    content here, else rebuilt under ``root`` (same absolute layout, so an ONNX file still
-    finds its external data beside it)."""
+    """Each source as a path on this worker: the driver's own paths when this worker holds
+    the same content at every one of them, else all rebuilt under ``root`` (same absolute
+    layout). All or none: an ONNX file must find its external data beside it, so one source
+    seen in place and another rebuilt elsewhere would part them."""
+    def here(source: StagedSource) -> bool:
+        path = Path(source.path)
+        try:
+            return path.exists() and source_digest(path, store.statcache, store.algo) == source.digest
+        except TrtcasError:
+            return False
+
+    if all(here(source) for source in sources.values()):
+        return {name: Path(source.path) for name, source in sources.items()}
     placed = {}
     for name, source in sources.items():
         path = Path(source.path)
-        try:
-            if path.exists() and source_digest(path, store.statcache, store.algo) == source.digest:
-                placed[name] = path
-                continue
-        except TrtcasError:
-            pass
         target = root / path.relative_to(path.anchor)
         if source.is_dir:
             for relative, digest in source.files:
