@@ -131,10 +131,12 @@ def split_planes(block: np.ndarray, element_size: int, into: np.ndarray | None =
 
 def _xor_scratch(nbytes: int) -> np.ndarray:
     """This thread's buffer for a block's XOR with its parent: it is split into planes at
-    once, so one buffer per thread serves every block (fresh pages cost a zeroing each)."""
+    once, so one buffer per thread serves every block (fresh pages cost a zeroing each).
+    A mapping of its own, like :class:`PlaneArena`'s, for the same reason."""
     scratch = getattr(_local, "xor_scratch", None)
     if scratch is None or scratch.nbytes < nbytes:
-        scratch = _local.xor_scratch = np.empty(max(nbytes, BLOCK_BYTES), dtype=np.uint8)
+        _local.xor_scratch = None
+        scratch = _local.xor_scratch = np.frombuffer(_anonymous_map(max(nbytes, BLOCK_BYTES)), dtype=np.uint8)
     return scratch[:nbytes]
 
 
