@@ -76,6 +76,30 @@ def test_files_no_rule_reads_beside_a_checkpoint_are_in_no_key(tmp_path):
     assert _keys(checkpoint / "trtcas.toml", tmp_path / "cache") == {i: (k, "cached") for i, (k, _) in imported.items()}
 
 
+def test_a_rank_file_of_a_tensorrt_llm_checkpoint_is_in_its_own_ranks_key_only(tmp_path):
+    """Each rank's import reads config.json and its own rank file: a weight changed in
+    rank 1's file re-runs rank 1's import (and what follows from it), never rank 0's."""
+    from safetensors.numpy import load_file, save_file
+
+    target = _example(tmp_path, "llm")
+    _keys(target, tmp_path / "cache")
+    project = tmp_path / "ckpt"
+    shutil.copytree(target.parent / "out" / "checkpoint", project / "ckpt")
+    (project / "trtcas.toml").write_text('[model]\ncheckpoint = "ckpt"\nmax_batch_size = 2\nmax_seq_len = 16\n'
+                                         '[engine]\ntargets = ["sm86"]\n')
+    before = _keys(project / "trtcas.toml", tmp_path / "cache")
+    assert {"checkpoint[rank0]", "checkpoint[rank1]"} <= set(before)
+    rank1 = project / "ckpt" / "rank1.safetensors"
+    tensors = load_file(rank1)
+    name = sorted(tensors)[0]
+    tensors[name] = (tensors[name] + 1).astype(tensors[name].dtype)
+    save_file(tensors, rank1)
+    after = _keys(project / "trtcas.toml", tmp_path / "cache")
+    moved = {i for i in after if after[i][0] != before[i][0]}
+    assert "checkpoint[rank1]" in moved and not any("rank0" in i for i in moved), moved
+    assert after["checkpoint[rank0]"][1] == "cached" and after["checkpoint[rank1]"][1] == "built"
+
+
 def test_a_weight_change_in_the_checkpoint_still_reruns_the_convert(tmp_path):
     target = _example(tmp_path, "llm")
     _keys(target, tmp_path / "cache")

@@ -48,8 +48,11 @@ class TrtllmCheckpoint:
         return checkpoint_mapping(self.config)[0]
 
 
-def read_trtllm_checkpoint(directory: str | os.PathLike) -> TrtllmCheckpoint:
-    """Read ``config.json`` and locate ``rank{N}.safetensors`` for every rank of ``directory``."""
+def read_trtllm_checkpoint(directory: str | os.PathLike, only_rank: int | None = None) -> TrtllmCheckpoint:
+    """Read ``config.json`` and locate ``rank{N}.safetensors`` for every rank of ``directory``.
+
+    ``only_rank``: the one rank file the caller reads (an import action, which sees and keys
+    only that one): the others are not looked for. Planning checks them all."""
     root = Path(directory)
     if not root.is_dir():
         raise TrtcasError(f"TensorRT-LLM checkpoint directory {root} not found; point the target at the "
@@ -72,6 +75,12 @@ def read_trtllm_checkpoint(directory: str | os.PathLike) -> TrtllmCheckpoint:
                           "checkpoint config (re-run the conversion)")
     world, tp, pp = checkpoint_mapping(config, path)
     files = tuple(root / f"rank{rank}.safetensors" for rank in range(world))
+    if only_rank is not None:
+        if not isinstance(only_rank, int) or not 0 <= only_rank < world:
+            raise TrtcasError(f"rank {only_rank!r} is outside 0..{world - 1} of {root}")
+        if not files[only_rank].is_file():
+            raise TrtcasError(f"{root} lacks {files[only_rank].name}; the conversion did not finish")
+        return TrtllmCheckpoint(root, config, files)
     absent = [f.name for f in files if not f.is_file()]
     if absent:
         raise TrtcasError(f"{root} lacks {', '.join(absent)}, which {CONFIG_FILE}'s mapping "

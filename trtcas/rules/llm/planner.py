@@ -84,7 +84,7 @@ def run_import_checkpoint(ctx) -> dict[str, Any]:
     from trtcas.rules.llm.checkpoint import read_rank_weights, read_trtllm_checkpoint
 
     with linked_source_dir(ctx, "checkpoint") as directory:
-        checkpoint = read_trtllm_checkpoint(directory)
+        checkpoint = read_trtllm_checkpoint(directory, only_rank=ctx.params["rank"])
         manifest = store_tensors(ctx, read_rank_weights(checkpoint, ctx.params["rank"]).items(), previous_manifest(ctx, "weights"))
     return {"weights": manifest.to_bytes(), "config": json.dumps(checkpoint.config, indent=2, sort_keys=True).encode() + b"\n"}
 
@@ -175,8 +175,9 @@ def _weights_actions(settings: dict[str, Any], rank: int) -> Action:
         placed = {"weights": f"checkpoint/rank{rank}.safetensors", "config": "checkpoint/config.json"}
         return Action(f"convert[rank{rank}]", "llm.convert", params | {"files": settings["files"]},
                       source_inputs("hf", settings["source"], settings["files"]), placed if settings["checkpoint"] else {})
-    return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank, "files": settings["files"]},
-                  source_inputs("checkpoint", settings["source"], settings["files"]))
+    files = ["config.json", f"rank{rank}.safetensors"]  # a rank's import reads its own file only
+    return Action(f"checkpoint[rank{rank}]", "llm.import_checkpoint", {"rank": rank, "files": files},
+                  source_inputs("checkpoint", settings["source"], files))
 
 
 def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
