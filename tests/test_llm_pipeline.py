@@ -60,6 +60,20 @@ def explain(root):
     return {e.action_id: e for e in explain_builds(load_build(store.root, slug, "previous"), load_build(store.root, slug), RULES, store.blobs)}
 
 
+def test_a_max_seq_len_past_the_models_positions_is_noted_once(tmp_path):
+    """TensorRT-LLM builds it too, so it is not an error; but the user hears that positions
+    past max_position_embeddings (128 in the tiny model) were never trained."""
+    from trtcas.rules.llm.planner import plan_llm
+
+    root = project(tmp_path, tp=1)
+    within = plan_llm(load_config(root / "trtcas.toml").data, root).notes
+    beyond = plan_llm(load_config(root / "trtcas.toml", ["model.max_seq_len=200"]).data, root).notes
+    assert not any("max_position_embeddings" in n for n in within)
+    assert [n for n in beyond if "max_position_embeddings" in n] == [
+        "max_seq_len = 200 is beyond the model's max_position_embeddings (128): positions past it are "
+        "extrapolated, which the model was not trained for"]
+
+
 def test_tp2_builds_engines_and_the_checkpoint_tensorrt_llm_reads(tmp_path):
     root = project(tmp_path)
     first = build(root)

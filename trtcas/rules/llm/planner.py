@@ -133,8 +133,10 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
 
         spec = ConvertSpec(tp=settings["tp"], pp=1, dtype=settings["dtype"], quantization=settings["quantization"],
                            vocab_parallel=settings["vocab_parallel"])
-        plan_rank(read_hf_config(base / source), spec, 0)  # checks tp against heads/vocab, reads no tensors
+        hf_config = read_hf_config(base / source)
+        plan_rank(hf_config, spec, 0)  # checks tp against heads/vocab, reads no tensors
         settings["files"] = checkpoint_files(base / source)
+        settings["max_positions"] = hf_config.get("max_position_embeddings")
     else:
         settings["files"] = _check_checkpoint_mapping(base / source, parallel, settings)
     settings["source"], settings["kind"] = source, "hf" if "hf" in model else "checkpoint"
@@ -153,10 +155,21 @@ def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], sett
             raise TrtcasError(f"[parallel] {name} = {parallel[name]} but the checkpoint {directory.name}/config.json was "
                               f"converted for {name}_size={theirs}; set {name} = {theirs} or re-convert for {name} = {parallel[name]}")
         settings[name] = theirs
+    settings["max_positions"] = checkpoint.config.get("max_position_embeddings")
     if settings["pp"] != 1:
         raise TrtcasError(f"the checkpoint {directory.name} has pp_size={settings['pp']}; pp > 1 is not supported yet: "
                           "re-convert it with pp = 1")
     return [f.name for f in (directory / "config.json", *checkpoint.rank_files)]
+
+
+def _beyond_positions_note(model: Mapping[str, Any]) -> tuple[str, ...]:
+    """A ``max_seq_len`` past the model's ``max_position_embeddings`` builds (TensorRT-LLM
+    allows it too) but asks for positions the model was not trained on: say so, once."""
+    limit = model.get("max_positions")
+    if not isinstance(limit, int) or isinstance(limit, bool) or model["max_seq_len"] <= limit:
+        return ()
+    return (f"max_seq_len = {model['max_seq_len']} is beyond the model's max_position_embeddings ({limit}): "
+            "positions past it are extrapolated, which the model was not trained for",)
 
 
 def _write_checkpoint(config: Mapping[str, Any]) -> bool:
@@ -197,6 +210,7 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
         for label, variant in variants:
             actions += engine_actions(variant, rank, network, source, {**engine_params[label], "rank": rank}, label=label)
     notes = () if settings.refittable else (settings.why,)
+    notes += _beyond_positions_note(model)
     if not settings.refittable and model["tp"] > 1:
         notes += (f"each of the {model['tp']} ranks builds its own engine because weights are embedded; "
                   "with a refit-capable backend, ranks with equal structure share one build",)
