@@ -3,8 +3,8 @@ happened, what to do.
 
 A read-only or full disk, a cache dir that is a file, an unwritable output dir, a symlink
 loop, a machine without the memory a build asks for: none is a bug in trtcas, so none may
-reach a user as a traceback. Every command's OS
-errors end here (``cli.main``), and so do those of a failed action (``graph.runner``).
+reach a user as a traceback. Every command's OS errors end here (``cli.main``), and so do
+those of a failed action (``graph.runner``).
 """
 
 from __future__ import annotations

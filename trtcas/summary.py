@@ -34,7 +34,7 @@ def print_failures(target: Path, result) -> None:
     alike: dict[str, list] = {}
     for record in result.actions:
         if record.status == "failed":
-            alike.setdefault(record.error.removeprefix(f"{record.id}: "), []).append(record)
+            alike.setdefault(record.problem, []).append(record)
     for error, records in alike.items():
         logged = next((r for r in records if r.log), None)
         hint = f" (its log: {log_command(target, logged.id)})" if logged else ""

@@ -3,8 +3,9 @@
 An entry (like REAPI's ``ActionResult``) names output digests, not bytes; the bytes live
 in the blob store. An entry whose blobs are gone (evicted, quarantined) is a miss, never a
 hit that fails later; "its blobs" include the tensors a manifest output names, since a
-convert whose tensor was lost cannot be placed and must run again. Entries are msgpack, written atomically, and a hit refreshes the
-entry's mtime, which is what LRU garbage collection orders by.
+convert whose tensor was lost cannot be placed and must run again. Entries are msgpack,
+written atomically, and a hit refreshes the entry's mtime, which is what LRU garbage
+collection orders by.
 
 An entry is also checked against what its action declares (``entry_problem``): output names
 must be plain file-name-like words (an entry from a remote is untrusted input, and output
@@ -69,7 +70,7 @@ class ActionResult:
     outputs: Mapping[str, Digest]
     duration_s: float = 0.0
     exit_code: int = 0
-    host: str = field(default_factory=lambda: _hostname())
+    host: str = field(default_factory=_hostname)
     created_at: float = field(default_factory=time.time)
     fingerprint: Mapping[str, object] = field(default_factory=dict)
     log: Digest | None = None
@@ -155,8 +156,8 @@ class ActionCache:
     def get(self, key: Digest, count: bool = True, outputs: Collection[str] = ()) -> ActionResult | None:
         """A hit only if the entry exists, fits the action's declared ``outputs`` (see
         ``entry_problem``; an entry that does not is removed, with a warning) and every blob
-        it names is present, with the tensors of its manifests. ``count=False`` for a second look at the same key (after waiting
-        for a lock), so hit rates stay true."""
+        it names is present, with the tensors of its manifests. ``count=False`` for a second
+        look at the same key (after waiting for a lock), so hit rates stay true."""
         result = self.read(key)
         problem = entry_problem(result, outputs) if result is not None else None
         if problem:

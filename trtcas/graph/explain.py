@@ -231,7 +231,6 @@ def status_lines(store: Any, slug: str, result: Any) -> list[ActionStatus]:
     for record in result.actions:
         reasons = why.get(record.id, ())
         said = "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")
-        error = (record.error or "").removeprefix(f"{record.id}: ")
         lines.append(ActionStatus(record.id, record.status, said, known=record.key is not None or record.status != "would-build",
-                                  error=error))
+                                  error=record.problem))
     return lines

@@ -42,6 +42,12 @@ class ActionRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    @property
+    def problem(self) -> str:
+        """The error without the ``<action id>: `` it starts with ('' when none): for lines
+        that name the action themselves (status, a line shared by actions failing alike)."""
+        return (self.error or "").removeprefix(f"{self.id}: ")
+
     def to_dict(self, with_components: bool = False) -> dict[str, Any]:
         data = {
             "id": self.id, "rule": self.rule, "status": self.status, "seconds": round(self.seconds, 6),

@@ -110,9 +110,10 @@ def _read_index(index_path: Path) -> tuple[dict, list[str]]:
 
 
 def _check_shard_name(index_path: Path, shard_name: str) -> None:
-    """A shard must be a file the checkpoint dir's digest covers: a relative path inside the
-    dir, not hidden. One read from elsewhere would not be in the convert's key, so a change
-    to it could never re-run the convert (a wrong cache hit)."""
+    """A shard must be one of the checkpoint dir's own files: a relative path inside it, not
+    hidden. The convert runs on a dir of links to the files its key holds
+    (``rules.llm.source_files``); a path leading out of the dir would be linked, and read,
+    outside it."""
     parts = Path(shard_name).parts
     if not parts or Path(shard_name).is_absolute() or ".." in parts or any(p.startswith(".") for p in parts):
         raise ConvertError(f"{index_path}: shard {shard_name!r} is not a file inside the checkpoint dir "

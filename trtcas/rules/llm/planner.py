@@ -138,15 +138,14 @@ def _model_settings(config: Mapping[str, Any], base: Path) -> dict[str, Any]:
         settings["files"] = checkpoint_files(base / source)
         settings["max_positions"] = hf_config.get("max_position_embeddings")
     else:
-        settings["files"] = _check_checkpoint_mapping(base / source, parallel, settings)
+        _check_checkpoint_mapping(base / source, parallel, settings)
     settings["source"], settings["kind"] = source, "hf" if "hf" in model else "checkpoint"
     return settings
 
 
-def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], settings: dict[str, Any]) -> list[str]:
+def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], settings: dict[str, Any]) -> None:
     """A TensorRT-LLM checkpoint was converted for one tp/pp: ``[parallel]`` must agree with
-    its ``mapping`` (or be left out, and take it), never silently build a subset of ranks.
-    Returns the files an import reads: config.json and every rank's file."""
+    its ``mapping`` (or be left out, and take it), never silently build a subset of ranks."""
     from trtcas.rules.llm.checkpoint import read_trtllm_checkpoint
 
     checkpoint = read_trtllm_checkpoint(directory)
@@ -159,7 +158,6 @@ def _check_checkpoint_mapping(directory: Path, parallel: Mapping[str, Any], sett
     if settings["pp"] != 1:
         raise TrtcasError(f"the checkpoint {directory.name} has pp_size={settings['pp']}; pp > 1 is not supported yet: "
                           "re-convert it with pp = 1")
-    return [f.name for f in (directory / "config.json", *checkpoint.rank_files)]
 
 
 def _beyond_positions_note(model: Mapping[str, Any]) -> tuple[str, ...]:
