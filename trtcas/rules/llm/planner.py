@@ -196,7 +196,10 @@ def plan_llm(config: Mapping[str, Any], base: Path) -> PlannedTarget:
     settings = engine_settings(config)
     variants = engine_variants(config)
     shapes = {"max_batch_size": model["max_batch_size"], "max_seq_len": model["max_seq_len"]}
-    engine_params = {label: {**v.engine_params(), "source": "trtllm", **shapes} for label, v in variants}
+    # an engine embedding its weights is built with each gated MLP's projections stacked (a
+    # lighter build: rules.trt.layers.parallel_linears); a refittable one keeps them by name
+    engine_params = {label: {**v.engine_params(), "source": "trtllm", **shapes,
+                             "stack_parallel_linears": not v.refittable} for label, v in variants}
     actions = []
     for rank in range(model["tp"]):
         weights = _weights_actions(model, rank)

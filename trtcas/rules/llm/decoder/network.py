@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -112,7 +112,8 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
                           weights: Mapping[str, np.ndarray], max_batch_size: int, max_seq_len: int, *,
                           dynamic_shapes: bool = False, gather_logits: bool = True,
                           decomposable_attention: bool = True, log_severity: str = "info",
-                          supported: tuple[str, ...] | None = None) -> DecoderNetwork:
+                          supported: tuple[str, ...] | None = None, stack_parallel_linears: bool = False,
+                          ) -> DecoderNetwork:
     """Write rank ``rank``'s prefill network from its weights (as :func:`read_rank_weights` gives).
 
     Static shapes (default) fix ``input_ids`` to ``[max_batch_size, max_seq_len]``;
@@ -132,7 +133,7 @@ def build_decoder_network(backend: Backend, checkpoint_config: Mapping[str, Any]
     if builder is None:
         raise TrtcasError(f"{backend.flavour} {backend.version} could not create a builder")
     network = builder.create_network(0)
-    writer = LayerWriter(trt, network, geometry.dtype, decomposable_attention)
+    writer = LayerWriter(trt, network, geometry.dtype, decomposable_attention, stack_parallel_linears)
     batch, seq = (-1, -1) if dynamic_shapes else (max_batch_size, max_seq_len)
     ids = network.add_input(INPUT_NAME, trt.int32, (batch, seq))
     logits = decoder(writer, geometry, rank, weights, ids, max_seq_len, gather_logits)
@@ -285,8 +286,7 @@ def gated_mlp(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p: str,
     (the activation applies to it), ``gate`` is HF's up_proj. ``activation``: ``silu`` or
     ``gelu_tanh`` (GeGLU)."""
     trt = w.trt
-    fc = w.linear(h, f"{p}.fc", weights)
-    up = w.linear(h, f"{p}.gate", weights)
+    fc, up = w.parallel_linears(h, f"{p}.fc_gate", (f"{p}.fc", f"{p}.gate"), weights)
     if activation == "silu":
         sigmoid = w.named(w.net.add_activation(fc, trt.ActivationType.SIGMOID), f"{p}.sigmoid")
         act = w.elementwise(fc, sigmoid, "PROD", f"{p}.silu")
@@ -296,6 +296,15 @@ def gated_mlp(w: LayerWriter, g: Any, weights: Mapping[str, np.ndarray], p: str,
         raise TrtcasError(f"MLP activation {activation!r} is not supported; use silu or gelu_tanh")
     out = w.linear(w.elementwise(act, up, "PROD", f"{p}.gated"), f"{p}.proj", weights)
     return w.collective(out, g.tp, f"{p}.all_reduce") if g.tp > 1 else out
+
+
+def gated_mlp_pairs(names: Iterable[str]) -> list[tuple[str, str]]:
+    """The ``(fc, gate)`` weight names of every gated MLP among ``names``: the tensors
+    :func:`gated_mlp` stacks when the writer stacks parallel linears (so a loader can lay
+    them back to back: ``rules.trt.mapped_weights``)."""
+    present = set(names)
+    return [(name, name.removesuffix(".fc.weight") + ".gate.weight") for name in sorted(present)
+            if name.endswith(".mlp.fc.weight") and name.removesuffix(".fc.weight") + ".gate.weight" in present]
 
 
 def gather_vocab(w: LayerWriter, g: Any, logits: Any, ids: Any) -> Any:

@@ -52,7 +52,8 @@ from trtcas.rules.trt.network import Profile
 
 
 def start_network(backend: Backend, g: Any, rank: int, log_severity: str, max_batch_size: int, max_seq_len: int,
-                  dynamic_shapes: bool, decomposable_attention: bool = True) -> tuple[Any, Any, LayerWriter, Any]:
+                  dynamic_shapes: bool, decomposable_attention: bool = True,
+                  stack_parallel_linears: bool = False) -> tuple[Any, Any, LayerWriter, Any]:
     """(builder, logger, writer, input_ids) of a fresh network; checks the shape and rank arguments."""
     for name, value in (("max_batch_size", max_batch_size), ("max_seq_len", max_seq_len)):
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
@@ -63,7 +64,7 @@ def start_network(backend: Backend, g: Any, rank: int, log_severity: str, max_ba
     if builder is None:
         raise TrtcasError(f"{backend.flavour} {backend.version} could not create a builder")
     network = builder.create_network(0)
-    writer = LayerWriter(backend.trt, network, g.dtype, decomposable_attention)
+    writer = LayerWriter(backend.trt, network, g.dtype, decomposable_attention, stack_parallel_linears)
     batch, seq = (-1, -1) if dynamic_shapes else (max_batch_size, max_seq_len)
     return builder, logger, writer, network.add_input(INPUT_NAME, backend.trt.int32, (batch, seq))
 
@@ -110,11 +111,11 @@ def gemma_rms_norm(w: LayerWriter, x: Any, weight_name: str, weights: Mapping[st
 def build_gemma2_network(backend: Backend, checkpoint_config: Mapping[str, Any], rank: int,
                          weights: Mapping[str, np.ndarray], max_batch_size: int, max_seq_len: int, *,
                          dynamic_shapes: bool = False, gather_logits: bool = True, decomposable_attention: bool = True,
-                         log_severity: str = "info") -> DecoderNetwork:
+                         log_severity: str = "info", stack_parallel_linears: bool = False) -> DecoderNetwork:
     """Write rank ``rank``'s Gemma 2 prefill network from its weights."""
     g = Gemma2Geometry.from_config(checkpoint_config)
     builder, logger, w, ids = start_network(backend, g, rank, log_severity, max_batch_size, max_seq_len,
-                                            dynamic_shapes, decomposable_attention)
+                                            dynamic_shapes, decomposable_attention, stack_parallel_linears)
     expected = expected_weights(g)
     check_weights(expected, g.tp, rank, weights)
     x = embedding(w, g, rank, weights, ids)

@@ -46,11 +46,12 @@ from trtcas.rules.trt.layers import LayerWriter
 def build_mixtral_network(backend, checkpoint_config: Mapping[str, Any], rank: int, weights: Mapping[str, np.ndarray],
                           max_batch_size: int, max_seq_len: int, *, dynamic_shapes: bool = False,
                           gather_logits: bool = True, decomposable_attention: bool = True,
-                          log_severity: str = "info") -> DecoderNetwork:
-    """Write rank ``rank``'s Mixtral prefill network from its weights."""
+                          log_severity: str = "info", stack_parallel_linears: bool = False) -> DecoderNetwork:
+    """Write rank ``rank``'s Mixtral prefill network from its weights (its experts are
+    not stacked: ``stack_parallel_linears`` only reaches dense gated MLPs)."""
     g = MixtralGeometry.from_config(checkpoint_config)
     builder, logger, w, ids = start_network(backend, g, rank, log_severity, max_batch_size, max_seq_len,
-                                            dynamic_shapes, decomposable_attention)
+                                            dynamic_shapes, decomposable_attention, stack_parallel_linears)
     expected = expected_weights(g)
     check_weights(expected, g.tp, rank, weights)
     logits = decoder(w, g, rank, weights, ids, max_seq_len, gather_logits, mlp=_moe_block)
