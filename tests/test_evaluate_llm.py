@@ -141,3 +141,34 @@ def test_bf16_constants_need_their_arrays(backend, hf_dir, ids, tmp_path):
     nets = _ranks(backend, hf_dir, tmp_path, ConvertSpec(tp=1, dtype="bfloat16"))
     with pytest.raises(EvaluateError, match="BF16 constant weights"):
         evaluate_network(backend.trt, nets[0].network, {"input_ids": ids})
+
+
+def _layer_names(net) -> set[str]:
+    return {net.network.get_layer(i).name for i in range(net.network.num_layers)}
+
+
+@pytest.mark.parametrize("dtype, tp", [("float32", 1), ("float16", 2), ("bfloat16", 1)])
+def test_stacked_gate_and_up_projections_compute_the_same_model(backend, hf_dir, ids, reference, tmp_path,
+                                                                dtype, tp):
+    """An engine that embeds its weights is written with each gated MLP's two projections
+    as one constant and one matmul (a lighter build); the network computes what the
+    separate projections compute, and the model."""
+    spec = ConvertSpec(tp=tp, dtype=dtype)
+    separate = _ranks(backend, hf_dir, tmp_path / "separate", spec)
+    stacked = _ranks(backend, hf_dir, tmp_path / "stacked", spec, stack_parallel_linears=True)
+    assert "transformer.layers.0.mlp.fc_gate.matmul" in _layer_names(stacked[0])
+    assert "transformer.layers.0.mlp.fc_gate.matmul" not in _layer_names(separate[0])
+    assert stacked[0].constants["transformer.layers.0.mlp.fc_gate.weight"].shape[1] == \
+        2 * separate[0].constants["transformer.layers.0.mlp.fc.weight"].shape[0]
+    want, got = _evaluate(backend, separate, ids), _evaluate(backend, stacked, ids)
+    for rank_want, rank_got in zip(want, got):
+        assert _relative_error(rank_got, reference) <= TOLERANCE[dtype]
+        assert _relative_error(rank_got, rank_want) <= {"float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}[dtype]
+
+
+def test_int8_projections_are_not_stacked(backend, hf_dir, ids, reference, tmp_path):
+    """W8A16 weights are ``[in, out]`` with a scale each: they stay separate matmuls."""
+    nets = _ranks(backend, hf_dir, tmp_path, ConvertSpec(tp=1, dtype="float16", quantization="W8A16"),
+                  stack_parallel_linears=True)
+    assert not any("fc_gate" in name for name in _layer_names(nets[0]))
+    assert _relative_error(_evaluate(backend, nets, ids)[0], reference) <= 5e-2

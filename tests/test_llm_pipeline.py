@@ -196,3 +196,18 @@ def test_ranks_failing_alike_give_one_error_line_naming_them_all(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-100])
     line = one_error_line(run_cli("build", root / "trtcas.toml", "--cache-dir", root / "cache"))
     assert line.startswith("trtcas: error: convert[rank0], convert[rank1]: ") and "truncated" in line
+
+
+@pytest.mark.parametrize("backend, stacked", [("auto", True), ("refit-test-double", False)])
+def test_engines_that_embed_weights_stack_gate_and_up_and_refittable_ones_do_not(tmp_path, refit_double,
+                                                                                backend, stacked):
+    """The way the engine's network is written is in the engine's key (a parameter), and
+    ``trtcas run`` evaluates the network written that way."""
+    from trtcas.api import plan_graph
+    from trtcas.rules.evaluate.run import engines_stack_linears
+
+    root = project(tmp_path, tp=1, backend=backend)
+    graph = plan_graph(load_config(root / "trtcas.toml"))
+    engines = [graph.nodes[n]["action"] for n in graph.nodes if graph.nodes[n]["action"].rule == "trt.engine"]
+    assert engines and all(e.params["stack_parallel_linears"] is stacked for e in engines)
+    assert engines_stack_linears(graph) == {"network[rank0]": stacked}

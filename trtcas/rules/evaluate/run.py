@@ -72,9 +72,20 @@ def network_actions(graph: Any) -> list[Any]:
     return sorted(actions, key=lambda a: int(a.params.get("rank", 0)))
 
 
+def engines_stack_linears(graph: Any) -> dict[str, bool]:
+    """Network action id -> whether an engine built from it stacks parallel linears (the
+    engine action's ``stack_parallel_linears``): run then checks the network the engine
+    was built from, not only the one that was canonicalized."""
+    return {node: any(graph.nodes[after]["action"].params.get("stack_parallel_linears", False)
+                      for after in graph.successors(node) if graph.nodes[after]["action"].rule == "trt.engine")
+            for node in graph.nodes if graph.nodes[node]["action"].rule == "trt.network"}
+
+
 def load_rank_networks(store: Any, base_dir: Path, actions: Sequence[Any], records: Mapping[str, Any],
-                       scratch: Path) -> list[_RankNetwork]:
-    """Each network action's network, loaded from the inputs its record names."""
+                       scratch: Path, engines_stack: Mapping[str, bool] | None = None) -> list[_RankNetwork]:
+    """Each network action's network, loaded from the inputs its record names, and written
+    as its engines were (``engines_stack``: network action id -> its engines stack
+    parallel linears)."""
     from trtcas.graph.context import StoreRunContext
     from trtcas.rules.trt.sources import load_network
     from trtcas.rules.trt.toolchain import load_toolchain
@@ -87,7 +98,8 @@ def load_rank_networks(store: Any, base_dir: Path, actions: Sequence[Any], recor
         digests = {name: Digest.parse(d) for name, d in record.inputs.items()}
         ctx = StoreRunContext(action, store, sources, digests, scratch / action.id.replace("[", "_").replace("]", ""))
         toolchain = load_toolchain(action.params["backend"])
-        networks.append(_RankNetwork(int(action.params.get("rank", 0)), load_network(ctx, toolchain),
+        writing = {"stack_parallel_linears": (engines_stack or {}).get(action.id, False)}
+        networks.append(_RankNetwork(int(action.params.get("rank", 0)), load_network(ctx, toolchain, **writing),
                                      toolchain.backend.trt))
     return networks
 
@@ -125,7 +137,8 @@ def evaluate_target(store: Any, base_dir: Path, graph: Any, records: Mapping[str
     if (tokens is None) == (feeds is None):
         raise TrtcasError("give either token ids (--tokens 1,2,3) or input arrays (--input NAME=FILE.npy)")
     with tempfile.TemporaryDirectory(prefix="trtcas-run-") as scratch:
-        ranks = load_rank_networks(store, base_dir, network_actions(graph), records, Path(scratch))
+        ranks = load_rank_networks(store, base_dir, network_actions(graph), records, Path(scratch),
+                                   engines_stack_linears(graph))
         first = ranks[0].loaded.parsed.network
         position = None
         if tokens is not None:

@@ -19,13 +19,17 @@ from trtcas.rules.trt.mapped_weights import MappedWeights, map_tensors
 from trtcas.rules.trt.sources import LoadedNetwork, profiles_by_name
 
 
-def load_checkpoint_network(ctx: Any, toolchain: Any, for_engine_build: bool = False) -> LoadedNetwork:
+def load_checkpoint_network(ctx: Any, toolchain: Any, for_engine_build: bool = False,
+                            stack_parallel_linears: bool | None = None) -> LoadedNetwork:
+    """``stack_parallel_linears``: write each gated MLP's projections as one constant; by
+    default as the engine action's ``stack_parallel_linears`` parameter says (an engine
+    that embeds its weights), else not."""
     manifest = TensorManifest.from_bytes(ctx.input_bytes("source_weights"))
     config = json.loads(ctx.input_bytes("source_config"))
     arch = architecture(config.get("architecture"), "the TensorRT-LLM checkpoint config")
-    # an engine that embeds its weights gets each gated MLP's projections as one constant,
-    # laid back to back so that constant is a view (rules.trt.layers.parallel_linears)
-    stack = for_engine_build and bool(ctx.params.get("stack_parallel_linears"))
+    # laid back to back for an engine build, so the stacked constant is a view
+    # (rules.trt.layers.parallel_linears)
+    stack = bool(ctx.params.get("stack_parallel_linears")) if stack_parallel_linears is None else stack_parallel_linears
     if for_engine_build:
         pairs = gated_mlp_pairs(e.name for e in manifest.entries) if stack else ()
         weights = map_tensors(ctx, manifest, ctx.scratch, back_to_back=pairs)

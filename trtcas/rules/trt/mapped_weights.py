@@ -119,7 +119,7 @@ def _back_to_back(arrays: Sequence[np.ndarray]) -> bool:
     root = _root_buffer(arrays[0])
     start = arrays[0].__array_interface__["data"][0]
     for index, array in enumerate(arrays):
-        if not array.flags.c_contiguous or _root_buffer(array) is not root or root is None:
+        if not array.flags.c_contiguous or _root_buffer(array) is not root:
             return False
         if array.__array_interface__["data"][0] != start + index * arrays[0].nbytes:
             return False
@@ -127,11 +127,13 @@ def _back_to_back(arrays: Sequence[np.ndarray]) -> bool:
 
 
 def _root_buffer(array: np.ndarray) -> Any:
-    """The object that owns ``array``'s memory (a mapping, bytes), or None if numpy does."""
-    base = array
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return base.obj if isinstance(base, memoryview) else base
+    """The object owning ``array``'s memory: a mapping or other buffer, or the numpy array
+    that allocated it."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    if array.base is None:
+        return array
+    return array.base.obj if isinstance(array.base, memoryview) else array.base
 
 
 def _view(mapping: mmap.mmap, entry: TensorEntry, offset: int) -> np.ndarray:

@@ -38,7 +38,8 @@ class LoadedNetwork:
 
 
 # (run context, toolchain) -> LoadedNetwork; a loader that can hold its weights so an engine
-# build gives their memory back also takes ``for_engine_build=True`` (see load_network).
+# build gives their memory back also takes ``for_engine_build=True``, and one that writes
+# networks more than one way takes the way as keywords (see load_network).
 NetworkLoader = Callable[..., LoadedNetwork]
 NETWORK_SOURCES: Registry[NetworkLoader] = Registry("network source", entry_point_group="trtcas.network_sources")
 
@@ -50,12 +51,15 @@ def profiles_by_name(profiles: list[Mapping[str, Any]]) -> list[dict[str, tuple]
     return [{name: (r.min, r.opt, r.max) for name, r in Profile(p).shapes} for p in profiles]
 
 
-def load_network(ctx: Any, toolchain: Any, for_engine_build: bool = False) -> LoadedNetwork:
+def load_network(ctx: Any, toolchain: Any, for_engine_build: bool = False, **writing: Any) -> LoadedNetwork:
     """The action's network. ``for_engine_build``: it is for the builder, so a loader that
     can should hold the weights where their memory can be given back while TensorRT copies
     them (a scratch file, mapped: ``rules.trt.mapped_weights``); writing that file costs the
-    weights' size in disk writes, which canonicalizing or evaluating does not need to pay."""
+    weights' size in disk writes, which canonicalizing or evaluating does not need to pay.
+    ``writing``: how to write the network (``stack_parallel_linears``), for a loader that
+    takes it: evaluating a target writes its networks as its engines were written."""
     loader = NETWORK_SOURCES.get(ctx.params.get("source", "onnx"))
-    if for_engine_build and "for_engine_build" in inspect.signature(loader).parameters:
-        return loader(ctx, toolchain, for_engine_build=True)
-    return loader(ctx, toolchain)
+    options = {"for_engine_build": True} if for_engine_build else {}
+    options |= writing
+    accepted = inspect.signature(loader).parameters
+    return loader(ctx, toolchain, **{name: value for name, value in options.items() if name in accepted})
