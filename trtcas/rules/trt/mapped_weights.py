@@ -6,8 +6,8 @@ own, so weights decoded into the process's memory would stay resident beside Ten
 copies for the whole build: one model's worth of memory more at the peak. Mapped from a file
 instead, the pages TensorRT has already read can be given back while it builds
 (:func:`released_while_building`: each time the process has grown by 64 MB, as the builder
-calls nothing of ours while it copies). That is always safe: a page TensorRT reads again faults back in from
-the file (from the page cache, usually), with the same bytes.
+calls nothing of ours while it copies). That is always safe: a page TensorRT reads again
+faults back in from the file (from the page cache, usually), with the same bytes.
 
 Every tensor is written whole (decoded where the store encodes it) at an offset aligned to
 :data:`ALIGN`, and read back as a read-only array of the file mapping. Tensors a network
@@ -83,8 +83,9 @@ def map_tensors(blobs: Any, manifest: TensorManifest, directory: Path,
 
 
 def _write_order(manifest: TensorManifest, back_to_back: Iterable[Sequence[str]]) -> list[list[TensorEntry]]:
-    """The tensors with bytes, as runs written without gaps: each complete ``back_to_back``
-    group where its first member stands in the manifest, every other tensor alone."""
+    """The tensors with bytes, as runs written without gaps: each ``back_to_back`` group
+    whose members all have bytes (and are in no earlier group), at the place of its
+    member the manifest lists first; every other tensor alone."""
     by_name = {e.name: e for e in manifest.entries if e.digest.size}
     group_of: dict[str, list[TensorEntry]] = {}
     for names in back_to_back:
@@ -109,9 +110,8 @@ def stacked_rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
     if any(a.shape != first.shape or a.dtype != first.dtype for a in arrays):
         raise ValueError("stacked arrays must have equal shapes and dtypes")
     if _back_to_back(arrays):
-        view = np.lib.stride_tricks.as_strided(first, (len(arrays), *first.shape),
+        return np.lib.stride_tricks.as_strided(first, (len(arrays), *first.shape),
                                                (first.nbytes, *first.strides), writeable=False)
-        return view
     return np.stack(arrays)
 
 
