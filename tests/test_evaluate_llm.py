@@ -166,6 +166,16 @@ def test_stacked_gate_and_up_projections_compute_the_same_model(backend, hf_dir,
         assert _relative_error(rank_got, rank_want) <= {"float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}[dtype]
 
 
+def test_stacked_projections_take_dynamic_shapes(backend, hf_dir, ids, reference, tmp_path):
+    """The stacked matmul's split copies the batch and sequence dims, whatever the feed."""
+    net = _ranks(backend, hf_dir, tmp_path, ConvertSpec(tp=1, dtype="float32"), dynamic_shapes=True,
+                 stack_parallel_linears=True)[0]
+    short = ids[:1, :5]
+    logits = evaluate_network(backend.trt, net.network, {"input_ids": short}, net.constants)["logits"]
+    assert logits.shape == (1, 5, 256)
+    assert _relative_error(logits.astype(np.float64), reference[:1, :5]) <= TOLERANCE["float32"]
+
+
 def test_int8_projections_are_not_stacked(backend, hf_dir, ids, reference, tmp_path):
     """W8A16 weights are ``[in, out]`` with a scale each: they stay separate matmuls."""
     nets = _ranks(backend, hf_dir, tmp_path, ConvertSpec(tp=1, dtype="float16", quantization="W8A16"),
