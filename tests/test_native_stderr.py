@@ -57,3 +57,37 @@ def test_a_refittable_cpu_build_keeps_myelins_raw_line_in_the_log(tmp_path, capf
         build_plan(backend, parsed, EngineSpec(targets=("sm86",)), True)
     assert "MyelinCheckException" not in capfd.readouterr().err
     assert any("MyelinCheckException" in line for line in parsed.logger.lines)
+
+
+def test_a_log_forwarded_to_stderr_does_not_feed_back_into_the_redirect(capfd):
+    """A build's log forwarded live to something that writes to fd 2 (an API caller's
+    reporter printing each line, under a lock as a progress display does) while fd 2 is
+    redirected: a native line is recorded once and not forwarded, so nothing is read back
+    from the pipe it was written to. Before, each forwarded line came back as a new native
+    line, forever, and once the pipe was full its only reader blocked writing to it (a
+    build waiting on the display's lock then hung)."""
+    from trtcas.rules.trt.backend import load_backend
+
+    pytest.importorskip("tensorrt_rtx", reason="the build logger is TensorRT's ILogger")
+    logger = load_backend("tensorrt_rtx").logger("info")
+    display = threading.Lock()
+
+    def print_to_stderr(line):
+        with display:
+            os.write(2, f"live: {line}\n".encode())
+
+    logger.forward = print_to_stderr
+    lines = [f"native line {i:04d} " + "x" * 80 for i in range(1000)]  # ~100 KB: more than a pipe holds
+    done = threading.Event()
+
+    def write_natively():
+        with native_stderr_to(logger.native):
+            for line in lines:
+                os.write(2, (line + "\n").encode())
+        done.set()
+
+    writer = threading.Thread(target=write_natively, daemon=True)
+    writer.start()
+    assert done.wait(20), "the redirect hung"
+    assert [line.split("] ", 1)[1] for line in logger.lines] == lines
+    assert "live:" not in capfd.readouterr().err

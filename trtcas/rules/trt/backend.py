@@ -234,17 +234,24 @@ def _capturing_logger_class(trt: ModuleType) -> type:
             self.forward = None  # optional callable(line): an action's log, live (`build -v`)
 
         def log(self, severity, msg):  # noqa: D102 (TensorRT's callback)
-            name = severity.name.lower()
-            if _SEVERITY_ORDER.index(name) <= self._max_rank:
-                line = f"[{_SEVERITY_TAG[name]}] {msg}"
-                self.lines.append(line)
-                if self.forward is not None:
-                    self.forward(line)
+            line = self._keep(severity, msg)
+            if line is not None and self.forward is not None:
+                self.forward(line)
 
         def native(self, line: str) -> None:
             """A line TensorRT's native code wrote to stderr (rules.trt.native_stderr): an
-            error ("Internal Error: ..."), kept like the logger's own."""
-            self.log(trt.ILogger.Severity.ERROR if "error" in line.lower() else trt.ILogger.Severity.WARNING, line)
+            error ("Internal Error: ..."), kept like the logger's own but not forwarded: fd 2
+            is the pipe it came from, so a forward that writes to stderr (an API caller's
+            reporter) would feed it back in, forever."""
+            self._keep(trt.ILogger.Severity.ERROR if "error" in line.lower() else trt.ILogger.Severity.WARNING, line)
+
+        def _keep(self, severity, msg: str) -> str | None:
+            name = severity.name.lower()
+            if _SEVERITY_ORDER.index(name) > self._max_rank:
+                return None
+            line = f"[{_SEVERITY_TAG[name]}] {msg}"
+            self.lines.append(line)
+            return line
 
         def errors(self, since: int = 0) -> list[str]:
             """Error lines logged since index ``since`` (TensorRT's own wording)."""
