@@ -20,24 +20,20 @@ from trtcas.rules.trt.sources import LoadedNetwork, profiles_by_name
 
 
 def load_checkpoint_network(ctx: Any, toolchain: Any, for_engine_build: bool = False,
-                            stack_parallel_linears: bool | None = None) -> LoadedNetwork:
-    """``stack_parallel_linears``: write each gated MLP's projections as one constant; by
-    default as the engine action's ``stack_parallel_linears`` parameter says (an engine
-    that embeds its weights), else not."""
+                            stack_parallel_linears: bool = False) -> LoadedNetwork:
+    """``stack_parallel_linears``: write each gated MLP's projections as one constant (as
+    an engine that embeds its weights is built: the engine action's parameter)."""
     manifest = TensorManifest.from_bytes(ctx.input_bytes("source_weights"))
     config = json.loads(ctx.input_bytes("source_config"))
     arch = architecture(config.get("architecture"), "the TensorRT-LLM checkpoint config")
-    # laid back to back for an engine build, so the stacked constant is a view
-    # (rules.trt.layers.parallel_linears)
-    stack = bool(ctx.params.get("stack_parallel_linears")) if stack_parallel_linears is None else stack_parallel_linears
-    if for_engine_build:
-        pairs = gated_mlp_pairs(e.name for e in manifest.entries) if stack else ()
+    if for_engine_build:  # stacked pairs laid back to back: the stack is a view (rules.trt.layers)
+        pairs = gated_mlp_pairs(e.name for e in manifest.entries) if stack_parallel_linears else ()
         weights = map_tensors(ctx, manifest, ctx.scratch, back_to_back=pairs)
     else:
         weights = MappedWeights(load_tensors(ctx, manifest), None)
     network = arch.build_network(
         toolchain.backend, config, int(ctx.params["rank"]), weights.arrays,
-        int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]), stack_parallel_linears=stack,
+        int(ctx.params["max_batch_size"]), int(ctx.params["max_seq_len"]), stack_parallel_linears=stack_parallel_linears,
     )
     digests = {entry.name: entry.digest for entry in manifest.entries}
     return LoadedNetwork(network, None, profiles_by_name([p.canonical() for p in network.profiles]),

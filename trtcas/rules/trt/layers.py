@@ -115,11 +115,8 @@ class LayerWriter:
         copy of the weights beside its own copy of them until the plan is written (a gated
         MLP's two projections: ~0.4x of a Llama's weights more at the engine build's peak).
         Refittable engines keep the weights separate, as refit sets them by name."""
-        arrays = [weights.get(f"{p}.weight") for p in prefixes]
-        plain = all(f"{p}.bias" not in weights and f"{p}.per_channel_scale" not in weights for p in prefixes)
-        if not (self.stack_parallel_linears and plain and len(prefixes) > 1 and arrays[0] is not None
-                and all(a is not None and a.ndim == 2 and a.shape == arrays[0].shape and a.dtype == arrays[0].dtype
-                        for a in arrays)):
+        arrays = _stackable(prefixes, weights) if self.stack_parallel_linears else None
+        if arrays is None:
             return [self.linear(x, p, weights) for p in prefixes]
         count, (rows, cols) = len(arrays), arrays[0].shape
         stacked = stacked_rows(arrays).reshape(1, count * rows, cols)
@@ -161,6 +158,18 @@ class LayerWriter:
         layer = self.net.add_dist_collective(x, op, reduce, -1, list(range(tp)))
         layer.num_ranks = tp
         return self.named(layer, name)
+
+
+def _stackable(prefixes: Sequence[str], weights: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
+    """The weights of ``prefixes`` when one matmul can stand for theirs: two or more plain
+    2-D weights of one shape and dtype (no bias, not quantized); else None."""
+    arrays = [weights.get(f"{p}.weight") for p in prefixes]
+    if len(arrays) < 2 or any(f"{p}.bias" in weights or f"{p}.per_channel_scale" in weights for p in prefixes):
+        return None
+    first = arrays[0]
+    if first is None or first.ndim != 2:
+        return None
+    return arrays if all(a is not None and a.shape == first.shape and a.dtype == first.dtype for a in arrays) else None
 
 
 # --------------------------------------------------------------------------- shared LLM pieces

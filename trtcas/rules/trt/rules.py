@@ -136,7 +136,8 @@ def run_engine(ctx) -> dict[str, Any]:
 
     map_large_allocations()  # the builder's freed copies of the weights go back at once
     toolchain = load_toolchain(ctx.params["backend"])
-    loaded = load_network(ctx, toolchain, for_engine_build=True)
+    loaded = load_network(ctx, toolchain, for_engine_build=True,  # written as keyed (rules.llm.planner)
+                          stack_parallel_linears=bool(ctx.params.get("stack_parallel_linears")))
     parsed = loaded.parsed
     parsed.logger.forward = ctx.log  # the builder's own log, live and failed builds included (`trtcas log`)
     # progress bar, Ctrl-C stops the builder; the weights' pages go back as TensorRT copies them
