@@ -14,9 +14,10 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 TEMP_SUFFIX = ".tmp"  # gc/verify remove stale ``.*.tmp`` files left by dead writers
+DIRECT_MIN_BYTES = 1 << 20  # smaller files cost less through the page cache than aligned
 
 
 def temp_path_beside(path: Path) -> Path:
@@ -51,14 +52,22 @@ class AtomicFile:
         self._handle: BinaryIO | None = None
         self._discarded = False
 
-    def open(self) -> BinaryIO:
+    def open(self, direct: bool = False) -> BinaryIO:
+        """The temp file, opened on first use; ``direct``: written around the page cache
+        (``direct_io.DirectFile``), for a large file nobody reads back soon."""
         if self._handle is None:
-            self._handle = open(self.temp, "wb")
-        return self._handle
+            if direct:
+                from trtcas.cas.direct_io import DirectFile  # noqa: PLC0415 (imports numpy)
 
-    def write_parts(self, parts: Iterable[bytes | memoryview]) -> None:
-        """Write ``parts`` in order (a frame's pieces go to the file without being joined)."""
-        stream = self.open()
+                self._handle = DirectFile(self.temp)  # type: ignore[assignment]
+            else:
+                self._handle = open(self.temp, "wb")
+        return self._handle  # type: ignore[return-value]
+
+    def write_parts(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Write ``parts`` in order (a frame's pieces go to the file without being joined);
+        a large file is written around the page cache."""
+        stream = self.open(direct=sum(memoryview(part).nbytes for part in parts) >= DIRECT_MIN_BYTES)
         for part in parts:
             stream.write(part)
 

@@ -22,8 +22,9 @@ from typing import Iterable, Iterator, Mapping
 import ml_dtypes  # numpy's bfloat16; a dependency of onnx, which trtcas requires
 import numpy as np
 
-from trtcas.cas.atomic import atomic_writer, start_writeback
+from trtcas.cas.atomic import DIRECT_MIN_BYTES, atomic_writer, start_writeback
 from trtcas.cas.digest import DEFAULT_ALGO, hash_bytes
+from trtcas.cas.direct_io import DirectFile
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 from trtcas.errors import TrtcasError
 
@@ -219,7 +220,7 @@ def write_streamed(path: str | os.PathLike, slots: Iterable[TensorSlot], chunks:
     """
     slots = tuple(slots)
     with atomic_writer(path, mode=mode) as pending:
-        out = pending.open()
+        out = pending.open(direct=sum(slot.nbytes for slot in slots) >= DIRECT_MIN_BYTES)
         out.write(header_bytes(slots, metadata or DEFAULT_METADATA))
         for slot, (name, parts) in zip(slots, chunks, strict=True):
             if name != slot.name:
@@ -248,6 +249,7 @@ class SlotFileWriter:
     ``finish`` and ``__exit__`` wait for every write before the file is closed."""
 
     WRITES_AHEAD = 4
+    WRITERS = 2  # a write around the page cache waits for the disk: two keep it busy
 
     def __init__(self, path: str | os.PathLike, slots: Iterable[TensorSlot],
                  metadata: Mapping[str, str] | None = None):
@@ -257,18 +259,16 @@ class SlotFileWriter:
         self._offsets, at = {}, len(header)
         for slot in self._slots.values():
             self._offsets[slot.name], at = at, at + slot.nbytes
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._file = DirectFile(self.path, direct=at >= DIRECT_MIN_BYTES)
         self._pending = set(self._slots)
         self._writes: deque[Future] = deque()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtcas-file")
+        self._thread = ThreadPoolExecutor(max_workers=self.WRITERS, thread_name_prefix="trtcas-file")
         self._pwrite(header, 0)
 
     def _pwrite(self, data: bytes | memoryview, offset: int) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
-        start_writeback(self._fd)  # the disk writes this tensor while the next is converted
+        self._file.pwrite(data, offset)
+        if not self._file.direct:
+            start_writeback(self._file.fileno())  # the disk writes this tensor while the next is converted
 
     def write(self, name: str, array: np.ndarray) -> None:
         slot = self._slots.get(name)
@@ -294,21 +294,22 @@ class SlotFileWriter:
         self._drain()
         if self._pending:
             raise TrtcasError(f"{self.path}: tensors {sorted(self._pending)[:3]} were planned but never written; report this bug")
-        os.close(self._fd)
-        self._fd = -1
+        self._file.close()
 
     def __enter__(self) -> "SlotFileWriter":
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        if self._fd >= 0:
+        if not self._file.closed:
             try:
                 self._drain()
             except Exception:  # noqa: BLE001 - the file is removed anyway; the error that brought us here is the one to report
                 pass
             finally:
-                os.close(self._fd)
-                self._fd = -1
+                try:
+                    self._file.close()
+                except OSError:
+                    pass  # closing writes the last blocks; on a full disk that fails again
                 self.path.unlink(missing_ok=True)
 
 
