@@ -25,7 +25,7 @@ from trtcas.cas.codecs import (
     estimate,
     frame_info,
 )
-from trtcas.cas.codecs.planes import PlaneArena, split_planes
+from trtcas.cas.codecs.planes import PlaneRing, split_planes
 from trtcas.cas.digest import hash_bytes
 from trtcas.errors import TrtcasError
 
@@ -299,44 +299,56 @@ def test_a_choice_is_judged_on_a_small_sample():
     delta=st.booleans(),
     block_elems=st.integers(1, 300),
 )
-def test_frames_split_into_a_reused_arena_equal_fresh_ones(seeds, sizes, esize, delta, block_elems):
-    """Planes split into one arena, tensor after tensor (each frame written before the next
-    encode, as the store does), give the very frames fresh buffers give, whether a plane is
-    compressed or stored raw as a view of the arena, with or without a parent."""
-    arena = PlaneArena()
-    codec = XorDeltaCodec(block_bytes=block_elems * esize) if delta else BytePlaneCodec(block_bytes=block_elems * esize)
+def test_frames_streamed_through_a_reused_ring_equal_whole_ones(seeds, sizes, esize, delta, block_elems):
+    """Frames streamed block by block through one ring of a few slots, tensor after tensor
+    (each block written before the next is asked for, as the store does), are the very
+    frames encoded whole, whether a plane is compressed or stored raw as a view of a slot,
+    with or without a parent."""
+    block_bytes = block_elems * esize
+    ring = PlaneRing(3, block_bytes)
+    codec = XorDeltaCodec(block_bytes=block_bytes) if delta else BytePlaneCodec(block_bytes=block_bytes)
     for seed, size in zip(seeds, sizes):
         dtype = {1: np.int8, 2: ml_dtypes.bfloat16, 4: np.float32, 8: np.float64}[esize]
         data = weights(size // esize, dtype, seed) + bytes(range(size % esize))
         parent = parent_of(fine_tune(data[: len(data) - size % esize], dtype, 1e-2) + data[len(data) - size % esize :]) \
             if delta and esize > 1 else parent_of(bytes(b ^ 0x5A for b in data)) if delta else None
-        fresh = codec.encode(data, EncodeHint(esize, parent, ALWAYS, threads=2)).view()
-        reused = codec.encode(data, EncodeHint(esize, parent, ALWAYS, threads=2, planes_into=arena.take(len(data))))
-        assert bytes(reused.view()) == bytes(fresh)
-        assert bytes(decode_blob(reused.view(), len(data), parent)) == data
+        whole = codec.encode(data, EncodeHint(esize, parent, ALWAYS, threads=2)).view()
+        stream = codec.stream(data, EncodeHint(esize, parent, ALWAYS, threads=2), ring)
+        written, entries = bytearray(stream.head_length), []
+        for block_entries, parts in stream.blocks:
+            entries += block_entries
+            for part in parts:
+                written += bytes(part)  # copied now: the slot is reused two blocks on
+        written[: stream.head_length] = stream.head(entries)
+        assert bytes(written) == bytes(whole)
+        assert bytes(decode_blob(written, len(data), parent)) == data
 
 
-def test_an_arena_does_not_make_later_buffers_stay_resident():
-    """glibc raises its mmap threshold to the size of a freed block: an arena from malloc
-    made a following action's decoded weights come from the heap and stay resident
-    (~1.5 GB after a 2.2 GB model's network action). The arena is its own mapping, so
+def test_a_ring_does_not_make_later_buffers_stay_resident():
+    """glibc raises its mmap threshold to the size of a freed block: plane buffers from
+    malloc made a following action's decoded weights come from the heap and stay resident
+    (~1.5 GB after a 2.2 GB model's network action). The ring is its own mapping, so
     buffers freed later go back to the OS. The malloc case shows the probe can tell."""
     import subprocess
     import sys
     from pathlib import Path
 
-    probe = Path(__file__).parent / "support" / "arena_probe.py"
+    probe = Path(__file__).parent / "support" / "ring_probe.py"
 
     def kept(mode):
         return int(subprocess.run([sys.executable, str(probe), mode], capture_output=True, text=True, check=True).stdout)
 
     assert kept("malloc") > 300  # the effect this guards against, real on this C library
-    assert kept("arena") < 100
+    assert kept("ring") < 100
 
 
-def test_an_arena_too_small_for_the_blob_is_refused():
-    with pytest.raises(CodecError, match="cannot hold"):
-        BYTEPLANE.encode(weights(4096, np.float16), EncodeHint(2, None, ALWAYS, planes_into=PlaneArena().take(100)))
+def test_a_ring_refuses_a_block_larger_than_its_slots():
+    ring = PlaneRing(2, 1024)
+    assert ring.take(3, 1024).nbytes == 1024
+    with pytest.raises(ValueError, match="does not fit"):
+        ring.take(0, 1025)
+    with pytest.raises(ValueError, match="two slots"):
+        PlaneRing(1)
 
 
 def test_element_sizes():

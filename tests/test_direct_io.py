@@ -131,7 +131,7 @@ def test_a_full_disk_is_an_error_naming_the_file_and_leaves_nothing(tmp_path):
 
 
 def test_large_blobs_and_placed_checkpoints_go_around_the_page_cache(tmp_path, monkeypatch):
-    """The two writers a convert pays for use DirectFile; small files do not."""
+    """The two writers a convert pays for go around the page cache; small files do not."""
     from trtcas.cas import direct_io
     from trtcas.rules.formats.safetensors import SlotFileWriter, TensorSlot
 
@@ -153,5 +153,5 @@ def test_large_blobs_and_placed_checkpoints_go_around_the_page_cache(tmp_path, m
         writer.finish()
     direct = takes_o_direct(tmp_path)
     assert [(name.split(".")[1] if name.startswith(".") else name, flag) for name, flag in opened] == [
-        ("big", direct), ("ckpt.safetensors", direct)]
+        ("big", direct), ("small", False), ("ckpt.safetensors", direct)]
     assert (tmp_path / "big").stat().st_size == DIRECT_MIN_BYTES + 4

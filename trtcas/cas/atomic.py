@@ -14,7 +14,10 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from trtcas.cas.direct_io import DirectFile
 
 TEMP_SUFFIX = ".tmp"  # gc/verify remove stale ``.*.tmp`` files left by dead writers
 DIRECT_MIN_BYTES = 1 << 20  # smaller files cost less through the page cache than aligned
@@ -52,22 +55,24 @@ class AtomicFile:
         self._handle: BinaryIO | None = None
         self._discarded = False
 
-    def open(self, direct: bool = False) -> BinaryIO:
-        """The temp file, opened on first use; ``direct``: written around the page cache
-        (``direct_io.DirectFile``), for a large file nobody reads back soon."""
+    def open(self) -> BinaryIO:
         if self._handle is None:
-            if direct:
-                from trtcas.cas.direct_io import DirectFile  # noqa: PLC0415 (imports numpy)
+            self._handle = open(self.temp, "wb")
+        return self._handle
 
-                self._handle = DirectFile(self.temp)  # type: ignore[assignment]
-            else:
-                self._handle = open(self.temp, "wb")
+    def open_positional(self, direct: bool) -> "DirectFile":
+        """The temp file as a ``direct_io.DirectFile`` (``pwrite`` at any offset, or
+        ``write``); ``direct``: around the page cache, for a large file nobody reads soon."""
+        from trtcas.cas.direct_io import DirectFile  # noqa: PLC0415 (imports numpy)
+
+        if self._handle is None:
+            self._handle = DirectFile(self.temp, direct=direct)  # type: ignore[assignment]
         return self._handle  # type: ignore[return-value]
 
     def write_parts(self, parts: Sequence[bytes | memoryview]) -> None:
         """Write ``parts`` in order (a frame's pieces go to the file without being joined);
         a large file is written around the page cache."""
-        stream = self.open(direct=sum(memoryview(part).nbytes for part in parts) >= DIRECT_MIN_BYTES)
+        stream = self.open_positional(direct=sum(memoryview(part).nbytes for part in parts) >= DIRECT_MIN_BYTES)
         for part in parts:
             stream.write(part)
 
@@ -87,7 +92,7 @@ class AtomicFile:
             self._handle.close()
 
     def _commit(self, mode: int | None, durable: bool = True) -> None:
-        self._close(sync=durable)
+        self._close(sync=durable and not self._discarded)
         if self._discarded:
             self.temp.unlink(missing_ok=True)
             return

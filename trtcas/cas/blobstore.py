@@ -26,25 +26,25 @@ import shutil
 import stat
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import zstandard
 
-from trtcas.cas.atomic import AtomicFile, atomic_writer, fsync_dir, sync_filesystem
+from trtcas.cas.atomic import DIRECT_MIN_BYTES, AtomicFile, atomic_writer, fsync_dir, sync_filesystem
 from trtcas.cas.blobfiles import content_size, hash_zstd_file, try_reflink, zstd_size_or_none
 from trtcas.cas.digest import CHUNK, DEFAULT_ALGO, Digest, check_algo, hash_bytes
 from trtcas.cas.hashing_writer import HashingWriter
 from trtcas.cas.layout import CacheLayout
+from trtcas.cas.ordered_pool import ordered_results
 from trtcas.cas.statcache import NullStatCache, StatCache
 from trtcas.cas.stored_blob import BlobNotFound, ContentChanged, CorruptBlob, DigestMismatch, StoredBlob
 from trtcas.errors import TrtcasError
 
 if TYPE_CHECKING:  # numpy is imported only when a tensor is stored
-    from trtcas.cas.codecs.planes import PlaneArena
+    from trtcas.cas.codecs.planes import PlaneRing
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +228,12 @@ class BlobStore:
         return digest
 
     def put_tensor(self, data: bytes | memoryview, dtype: str | None = None, parent: Digest | None = None,
-                   arena: PlaneArena | None = None) -> Digest:
+                   ring: PlaneRing | None = None) -> Digest:
         """Store a tensor's bytes with the weight codec that pays: an XOR delta against
         ``parent`` (the same tensor of an earlier build, chosen by the caller) when that is
-        clearly smaller, else byte planes, else raw. The content is hashed once; what is
-        stored is found again by the content's digest, whatever the encoding.
-
-        ``arena``: a ``frameblobs.PlaneArena`` this thread reuses from tensor to tensor
-        (``put_tensors`` gives each worker one); None = fresh buffers."""
+        clearly smaller, else byte planes, else raw. The content is hashed once; a frame is
+        written block by block as it is encoded (``frameblobs.write_encoded``), its planes
+        split into ``ring`` (this thread's, reused tensor after tensor; None = a fresh one)."""
         view = memoryview(data).cast("B")
         digest = hash_bytes(view, self.algo)
         if self.has(digest):
@@ -243,9 +241,26 @@ class BlobStore:
             return digest
         from trtcas.cas import frameblobs
 
-        frame = frameblobs.encode(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth, arena)
-        self._install(digest, (view,) if frame is None else frame.parts, "" if frame is None else TCX_SUFFIX)
+        for candidate in frameblobs.candidates(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth):
+            if self._install_encoded(digest, view, candidate, ring or frameblobs.plane_ring()):
+                return digest
+        self._install(digest, (view,), "")
         return digest
+
+    def _install_encoded(self, digest: Digest, view: memoryview, candidate, ring: PlaneRing) -> bool:
+        """Write the blob as a frame (temp, read-only, rename; fsync unless batched);
+        False, with nothing left behind, when the frame does not save enough."""
+        from trtcas.cas import frameblobs
+
+        raw = self._raw_path(digest)
+        path = raw.with_name(raw.name + TCX_SUFFIX)
+        with atomic_writer(path, mode=0o444, durable=not self._batched()) as pending:
+            if not frameblobs.write_encoded(pending.open_positional(direct=len(view) >= DIRECT_MIN_BYTES),
+                                            view, candidate, ring):
+                pending.discard()
+                return False
+        self._written(path, digest, TCX_SUFFIX)
+        return True
 
     def _delta_parent(self, parent: Digest | None, size: int):
         """The parent as the codecs want it (content verified), or None when it cannot serve."""
@@ -304,35 +319,26 @@ class BlobStore:
     def put_tensors(self, items: Iterable[tuple[memoryview, str | None, Digest | None]],
                     workers: int = 4, ahead: int = 8) -> Iterator[Digest]:
         """``put_tensor`` for a stream of (data, dtype, parent), ``workers`` at a time, digests
-        in order. Encoding some tensors while others are written keeps the cores busy (the
-        codecs, blake3 and writes release the GIL). A large blob is written around the page
-        cache (``direct_io``), so its writer waits for the disk: four workers leave two
-        encoding while two wait, on two cores (measured: 4 workers 3.2 s, 2 workers 3.6 s
-        for a 2.2 GB convert). At most ``ahead`` tensors are held. The caller's ``batch()``
-        covers the workers' writes too."""
-        from trtcas.cas.frameblobs import PlaneArena
+        in order (at most ``ahead`` held). A large blob is written around the page cache
+        (``direct_io``), so its writer waits for the disk: four workers keep two cores
+        encoding while others wait. The caller's ``batch()`` covers the workers' writes."""
+        from trtcas.cas.frameblobs import plane_ring
 
         pending = getattr(self._batches, "pending", None)
-        arenas = threading.local()  # one per worker, released with this call
+        rings = threading.local()  # one per worker, released with this call
 
         def put(item: tuple[memoryview, str | None, Digest | None]) -> Digest:
             self._batches.pending = pending  # adopt the caller's batch in this worker thread
-            arena = getattr(arenas, "arena", None)
-            if arena is None:
-                arena = arenas.arena = PlaneArena()
+            ring = getattr(rings, "ring", None)
+            if ring is None:
+                ring = rings.ring = plane_ring()
             try:
-                return self.put_tensor(*item, arena=arena)
+                return self.put_tensor(*item, ring=ring)
             finally:
                 self._batches.pending = None
 
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="trtcas-put") as pool:
-            window: deque[Future] = deque()
-            for item in items:
-                window.append(pool.submit(put, item))
-                if len(window) >= ahead:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
+            yield from ordered_results(pool, put, items, ahead)
 
     def _kind(self, suffix: str) -> str:
         """The stat cache's name for "the content digest of a blob file stored so"."""

@@ -8,16 +8,21 @@ imported only when a frame is actually met: a no-op build never pays for it.
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
-from trtcas.cas.codecs import RAW as RAW_ENCODING
-from trtcas.cas.codecs import CodecError, FrameInfo, PackedFrame, Parent, choose_encoding, decode_blob, frame_info
-from trtcas.cas.codecs.planes import PlaneArena
+from trtcas.cas.codecs import MIN_SAVING, CodecError, FrameInfo, Parent, decode_blob, frame_info
+from trtcas.cas.codecs.chooser import Candidate, encoding_candidates
+from trtcas.cas.codecs.plane_frames import PlaneStream
+from trtcas.cas.codecs.planes import PlaneRing, thread_count
+from trtcas.cas.codecs.protocol import saves_enough
 from trtcas.cas.digest import Digest
+from trtcas.cas.direct_io import DirectFile
 
 HEADER_PROBE = 4096  # a frame header with its parent record fits well within this
+RING_MAX_IN_FLIGHT = 8  # blocks one writer keeps encoding at most (8 MiB each)
 
 
 def read_header(path: Path) -> FrameInfo:
@@ -46,20 +51,51 @@ def parent_of(info: FrameInfo) -> tuple[Digest, int] | None:
     return info.delta.parent, info.delta.chain_depth - 1
 
 
-def encode(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int,
-           arena: PlaneArena | None = None) -> PackedFrame | None:
-    """The frame worth storing for ``data`` (a delta against ``parent`` or byte planes), or
-    None when raw bytes are as good (the chooser saw less than its minimum saving).
+def candidates(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int) -> list[Candidate]:
+    """The encodings worth writing ``data`` in, best first (none: store it raw)."""
+    return encoding_candidates(data, dtype, parent, max_chain_depth=max_chain_depth)
 
-    ``arena``: the calling thread's plane buffer; the frame's raw planes are views of it, so
-    the frame must be written before the thread encodes again."""
-    into = arena.take(data.nbytes) if arena is not None else None
-    codec, frame = choose_encoding(data, dtype, parent, max_chain_depth=max_chain_depth, planes_into=into)
-    return None if codec == RAW_ENCODING else frame
+
+def write_encoded(out: DirectFile, data: memoryview, candidate: Candidate, ring: PlaneRing) -> bool:
+    """Write ``data``'s frame as ``candidate`` encodes it into ``out``: each block's planes
+    as they come (from the head's length on), the head last at the start, so only the
+    ring's few blocks are held. False when the frame does not save enough (``out`` then
+    holds a partial frame: discard it); a first block that saves less than half of it
+    gives up at once, so an incompressible tensor is not written twice."""
+    if candidate.frame is not None:
+        for part in candidate.frame.parts:
+            out.write(part)
+        return True
+    stream = candidate.codec.stream(data, candidate.hint(MIN_SAVING), ring)
+    at = stream.head_length
+    entries: list[tuple[int, int]] = []
+    with closing(stream.blocks) as blocks:
+        for index, (block_entries, parts) in enumerate(blocks):
+            for part in parts:
+                out.pwrite(part, at)
+                at += memoryview(part).nbytes
+            entries += block_entries
+            if index == 0 and not saves_enough(at - stream.head_length, _span_bytes(stream, 0), MIN_SAVING / 2):
+                return False
+    if not saves_enough(at, data.nbytes, MIN_SAVING):
+        return False
+    out.pwrite(stream.head(entries), 0)
+    return True
+
+
+def _span_bytes(stream: PlaneStream, index: int) -> int:
+    start, end = stream.header.block_span(index)
+    return end - start
+
+
+def plane_ring() -> PlaneRing:
+    """A ring for one writing thread: enough blocks in flight to keep every core encoding."""
+    return PlaneRing(min(2 * thread_count(0), RING_MAX_IN_FLIGHT) + 1)
 
 
 def as_parent(digest: Digest, content: memoryview, depth: int) -> Parent:
     return Parent(digest, content, depth)
 
 
-__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "PlaneArena", "as_parent", "decode", "encode", "parent_of", "read_frame", "read_header"]
+__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "as_parent", "candidates", "decode", "parent_of", "plane_ring",
+           "read_frame", "read_header", "write_encoded"]

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from trtcas.cas.codecs.frame import CODEC_IDS, PackedFrame, frame_of
-from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
-from trtcas.cas.codecs.planes import BLOCK_BYTES
-from trtcas.cas.codecs.protocol import (
-    ELEMENT_SIZES,
-    Buffer,
-    CodecError,
-    EncodeHint,
-    Parent,
-    saves_enough,
+from trtcas.cas.codecs.plane_frames import (
+    PlaneStream,
+    decode_planes,
+    decode_planes_into,
+    encode_planes,
+    iter_decode_planes,
+    stream_planes,
 )
+from trtcas.cas.codecs.planes import BLOCK_BYTES, PlaneRing
+from trtcas.cas.codecs.protocol import Buffer, EncodeHint, Parent, check_element_size, saves_enough
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class BytePlaneCodec:
     block_bytes: int = BLOCK_BYTES
 
     def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
-        if hint.element_size not in ELEMENT_SIZES:
-            raise CodecError(f"byteplane needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
+        check_element_size(self.name, hint.element_size)
         size = memoryview(data).nbytes
         encoded = encode_planes(data, self.codec_id, hint.element_size, threads=hint.threads or self.threads,
-                                block_bytes=self.block_bytes, planes_into=hint.planes_into)
+                                block_bytes=self.block_bytes)
         return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
+
+    def stream(self, data: Buffer, hint: EncodeHint, ring: PlaneRing) -> PlaneStream:
+        check_element_size(self.name, hint.element_size)
+        return stream_planes(data, self.codec_id, hint.element_size, ring, threads=hint.threads or self.threads)
 
     def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:
         return decode_planes(frame_of(encoded, self.codec_id), encoded, size, threads=self.threads)

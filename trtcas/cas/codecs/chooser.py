@@ -27,7 +27,7 @@ from trtcas.cas.codecs.byteplane import BYTEPLANE
 from trtcas.cas.codecs.frame import PackedFrame
 from trtcas.cas.codecs.plane_frames import encode_planes
 from trtcas.cas.codecs.planes import as_uint8
-from trtcas.cas.codecs.protocol import Buffer, EncodeHint, Parent, element_size
+from trtcas.cas.codecs.protocol import Buffer, Codec, EncodeHint, Parent, element_size
 from trtcas.cas.codecs.xor_delta import XOR_DELTA, DeltaInfo, pack_delta_extra
 
 RAW = "raw"
@@ -89,6 +89,48 @@ def _delta_allowed(size: int, parent: Parent | None, max_chain_depth: int) -> bo
     )
 
 
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """An encoding worth trying in full: its codec and the parent a delta is taken
+    against; ``frame`` when the sample was the whole tensor (already encoded)."""
+
+    codec: Codec
+    element_size: int
+    parent: Parent | None = None
+    frame: PackedFrame | None = None
+
+    def hint(self, min_saving: float, threads: int = 0) -> EncodeHint:
+        return EncodeHint(self.element_size, self.parent, min_saving, threads)
+
+
+def encoding_candidates(
+    data: Buffer,
+    dtype_hint: str | int | None,
+    parent: Parent | None = None,
+    *,
+    min_saving: float = MIN_SAVING,
+    max_chain_depth: int = MAX_CHAIN_DEPTH,
+) -> list[Candidate]:
+    """The encodings to try in full, best first; none when raw is as good (too small, or
+    no candidate saved ``min_saving`` on its sample). A full encoding may still fall short
+    (a sample can flatter): then the next is tried, and raw after the last."""
+    size = memoryview(data).nbytes
+    if size < MIN_ENCODE_BYTES:
+        return []
+    esize = element_size(dtype_hint)
+    if not _delta_allowed(size, parent, max_chain_depth):
+        return [Candidate(BYTEPLANE, esize)]
+    need = 1.0 / (1.0 - min_saving)
+    planes = estimate(data, esize)
+    delta = estimate(data, esize, parent)
+    candidates = []
+    if delta.ratio >= need and delta.ratio >= DELTA_ADVANTAGE * planes.ratio:
+        candidates.append(Candidate(XOR_DELTA, esize, parent, delta.frame))
+    if planes.ratio >= need:
+        candidates.append(Candidate(BYTEPLANE, esize, None, planes.frame))
+    return candidates
+
+
 def choose_encoding(
     data: Buffer,
     dtype_hint: str | int | None,
@@ -97,34 +139,14 @@ def choose_encoding(
     min_saving: float = MIN_SAVING,
     max_chain_depth: int = MAX_CHAIN_DEPTH,
     threads: int = 0,
-    planes_into: np.ndarray | None = None,
 ) -> tuple[str, PackedFrame | None]:
     """(codec name, frame) for the best encoding that saves at least ``min_saving``, or
-    ``("raw", None)`` when none does (store the bytes as they are).
-
-    ``planes_into``: a buffer (at least ``data``'s size) to split planes into; the frame's
-    raw planes are then views of it (``planes.PlaneArena``)."""
-    size = memoryview(data).nbytes
-    if size < MIN_ENCODE_BYTES:
-        return RAW, None
-    esize = element_size(dtype_hint)
-    if not _delta_allowed(size, parent, max_chain_depth):
-        frame = BYTEPLANE.encode(data, EncodeHint(esize, None, min_saving, threads, planes_into))
-        return (BYTEPLANE.name, frame) if frame is not None else (RAW, None)
-    need = 1.0 / (1.0 - min_saving)
-    planes = estimate(data, esize)
-    candidates = []
-    delta = estimate(data, esize, parent)
-    if delta.ratio >= need and delta.ratio >= DELTA_ADVANTAGE * planes.ratio:
-        candidates.append(delta)
-    if planes.ratio >= need:
-        candidates.append(planes)
-    for cand in candidates:
+    ``("raw", None)`` when none does (store the bytes as they are): the whole frame in
+    memory, for callers without a file to stream it to."""
+    for cand in encoding_candidates(data, dtype_hint, parent, min_saving=min_saving, max_chain_depth=max_chain_depth):
         if cand.frame is not None:  # the sample was the whole tensor
-            return cand.codec, cand.frame
-        codec = XOR_DELTA if cand.codec == XOR_DELTA.name else BYTEPLANE
-        hint = EncodeHint(esize, parent if codec is XOR_DELTA else None, min_saving, threads, planes_into)
-        encoded = codec.encode(data, hint)
+            return cand.codec.name, cand.frame
+        encoded = cand.codec.encode(data, cand.hint(min_saving, threads))
         if encoded is not None:
-            return codec.name, encoded
+            return cand.codec.name, encoded
     return RAW, None

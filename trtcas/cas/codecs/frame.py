@@ -31,7 +31,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from trtcas.cas.codecs.protocol import ELEMENT_SIZES, Buffer, CorruptFrame
+from trtcas.cas.codecs.protocol import ELEMENT_SIZES, Buffer, CodecError, CorruptFrame
 
 MAGIC = b"TCXF"
 VERSION = 1
@@ -130,15 +130,29 @@ class PackedFrame:
         return memoryview(out)
 
 
-def pack_frame(header: FrameHeader, entries: list[tuple[int, int]], payload: list) -> PackedFrame:
-    """A frame of ``payload`` parts (in table order): its header and table made, nothing copied."""
+def frame_head(header: FrameHeader, entries: list[tuple[int, int]]) -> bytes:
+    """The bytes before the payload: fixed fields, crc, extra, tail and plane table."""
+    if len(entries) != header.n_blocks * header.element_size:
+        raise CodecError(f"a frame of {header.n_blocks} blocks needs {header.n_blocks * header.element_size} "
+                         f"plane entries, got {len(entries)}")
     head = _HEAD.pack(
         MAGIC, VERSION, header.codec_id, header.element_size, len(header.tail),
         header.content_size, header.block_bytes, len(header.extra),
     )  # fmt: skip
     table = b"".join(_ENTRY.pack(m, n) for m, n in entries)
     crc = zlib.crc32(table, zlib.crc32(header.tail, zlib.crc32(header.extra, zlib.crc32(head))))
-    parts = (head + _CRC.pack(crc) + header.extra + header.tail + table, *payload)
+    return head + _CRC.pack(crc) + header.extra + header.tail + table
+
+
+def head_length(header: FrameHeader) -> int:
+    """Where the payload starts: known before any plane is encoded (one table entry per
+    plane), so a writer can place planes as they come and the head last."""
+    return HEADER_SIZE + len(header.extra) + len(header.tail) + header.n_blocks * header.element_size * _ENTRY.size
+
+
+def pack_frame(header: FrameHeader, entries: list[tuple[int, int]], payload: list) -> PackedFrame:
+    """A frame of ``payload`` parts (in table order): its header and table made, nothing copied."""
+    parts = (frame_head(header, entries), *payload)
     return PackedFrame(parts, sum(memoryview(p).nbytes for p in parts))
 
 

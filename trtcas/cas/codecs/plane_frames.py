@@ -7,13 +7,29 @@ caller's buffer, as a stream of blocks) live here once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from trtcas.cas.codecs.frame import Frame, FrameHeader, PackedFrame, pack_frame
-from trtcas.cas.codecs.planes import BLOCK_BYTES, as_uint8, decode_block, encode_block, run_ordered
+from trtcas.cas.codecs.frame import Frame, FrameHeader, PackedFrame, frame_head, head_length, pack_frame
+from trtcas.cas.codecs.planes import BLOCK_BYTES, PlaneRing, as_uint8, decode_block, encode_block, run_ordered
 from trtcas.cas.codecs.protocol import Buffer, CodecError, CorruptFrame
+
+
+def _prepare(data: Buffer, codec_id: int, element_size: int, extra: bytes, parent: Buffer | None, block_bytes: int):
+    """(header, body, parent as uint8 or None) of a frame about to be encoded."""
+    content = as_uint8(data)
+    size = content.nbytes
+    tail_len = size % element_size
+    parent_u8 = None
+    if parent is not None:
+        parent_u8 = as_uint8(parent)
+        if parent_u8.nbytes != size:
+            raise CodecError(f"a delta parent must be as long as the blob ({parent_u8.nbytes} != {size} bytes)")
+    block_bytes -= block_bytes % element_size
+    header = FrameHeader(codec_id, element_size, size, block_bytes, extra, content[size - tail_len :].tobytes())
+    return header, content[: size - tail_len], parent_u8
 
 
 def encode_planes(
@@ -24,37 +40,59 @@ def encode_planes(
     parent: Buffer | None = None,
     threads: int = 0,
     block_bytes: int = BLOCK_BYTES,
-    planes_into: np.ndarray | None = None,
 ) -> PackedFrame:
-    """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as long).
-
-    ``planes_into``: a uint8 buffer at least as long as ``data`` to split the planes into
-    (a :class:`PlaneArena`'s); the frame's raw planes are views of it."""
-    content = as_uint8(data)
-    size = content.nbytes
-    tail_len = size % element_size
-    body = content[: size - tail_len]
-    parent_u8 = None
-    if parent is not None:
-        parent_u8 = as_uint8(parent)
-        if parent_u8.nbytes != size:
-            raise CodecError(f"a delta parent must be as long as the blob ({parent_u8.nbytes} != {size} bytes)")
-    if planes_into is not None and planes_into.nbytes < size:
-        raise CodecError(f"a plane buffer of {planes_into.nbytes} bytes cannot hold a {size}-byte blob's planes")
-    block_bytes -= block_bytes % element_size
-    header = FrameHeader(codec_id, element_size, size, block_bytes, extra, content[size - tail_len :].tobytes())
-    entries: list[tuple[int, int]] = []
-    parts: list = []
+    """The frame of ``data`` (XORed with ``parent`` first, if given, which must be as
+    long), whole in memory: the store streams instead (``stream_planes``)."""
+    header, body, parent_u8 = _prepare(data, codec_id, element_size, extra, parent, block_bytes)
 
     def one(index: int):
-        start, end = span = header.block_span(index)
-        into = None if planes_into is None else planes_into[start:end]
-        return encode_block(body, span, element_size, parent_u8, into)
+        return encode_block(body, header.block_span(index), element_size, parent_u8)
 
+    entries: list[tuple[int, int]] = []
+    parts: list = []
     for block_entries, block_parts in run_ordered(one, range(header.n_blocks), threads):
         entries += block_entries
         parts += block_parts
     return pack_frame(header, entries, parts)
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneStream:
+    """A frame encoded block by block, for a writer that places each block's planes as
+    they come (from ``head_length`` on) and the head, which needs every block's sizes,
+    last at the start. Only the ring's few blocks are held at once, whatever the size of
+    the tensor. ``blocks`` yields ([(method, stored length) per plane], [stored planes]);
+    a block's raw planes are views of its ring slot, valid until the next block is asked
+    for. Closing ``blocks`` early waits for the blocks still encoding."""
+
+    header: FrameHeader
+    blocks: Iterator[tuple[list[tuple[int, int]], list]]
+
+    @property
+    def head_length(self) -> int:
+        return head_length(self.header)
+
+    def head(self, entries: list[tuple[int, int]]) -> bytes:
+        return frame_head(self.header, entries)
+
+
+def stream_planes(
+    data: Buffer,
+    codec_id: int,
+    element_size: int,
+    ring: PlaneRing,
+    extra: bytes = b"",
+    parent: Buffer | None = None,
+    threads: int = 0,
+) -> PlaneStream:
+    """``encode_planes`` as a :class:`PlaneStream`, blocks of the ring's size split into its slots."""
+    header, body, parent_u8 = _prepare(data, codec_id, element_size, extra, parent, ring.block_bytes)
+
+    def one(index: int):
+        start, end = span = header.block_span(index)
+        return encode_block(body, span, element_size, parent_u8, ring.take(index, end - start))
+
+    return PlaneStream(header, run_ordered(one, range(header.n_blocks), threads, window_size=ring.in_flight))
 
 
 def _check_size(frame: Frame, size: int) -> None:

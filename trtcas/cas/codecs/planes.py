@@ -26,7 +26,6 @@ import mmap
 import os
 import sys
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -35,6 +34,7 @@ import zstandard
 
 from trtcas.cas.codecs.frame import METHOD_RAW, METHOD_ZSTD, Frame
 from trtcas.cas.codecs.protocol import Buffer, CorruptFrame
+from trtcas.cas.ordered_pool import ordered_results
 
 BLOCK_BYTES = 8 << 20  # content bytes per block: >= 1 MiB planes keep zstd's ratio, many blocks keep cores busy
 PROBE_BYTES = 64 << 10  # a plane is first tried on this much of itself
@@ -82,22 +82,13 @@ def thread_count(threads: int) -> int:
     return threads if threads > 0 else (os.cpu_count() or 1)
 
 
-def run_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
-    """``map(fn, items)`` on the shared pool, in order, with a bounded window of work in
-    flight (``Executor.map`` would submit everything at once and hold every result)."""
+def run_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int, window_size: int = 0) -> Iterator[R]:
+    """``map(fn, items)`` on the shared pool, in order, ``window_size`` items in flight (0:
+    twice the threads); see ``ordered_pool``."""
     threads = thread_count(threads)
-    items = iter(items)
     if threads == 1:
-        yield from map(fn, items)
-        return
-    pool = _pool(threads)
-    window: deque = deque()
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= 2 * threads:
-            yield window.popleft().result()
-    while window:
-        yield window.popleft().result()
+        return map(fn, items)
+    return ordered_results(_pool(threads), fn, items, window_size or 2 * threads)
 
 
 _UINT_OF_SIZE = {2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -132,7 +123,7 @@ def split_planes(block: np.ndarray, element_size: int, into: np.ndarray | None =
 def _xor_scratch(nbytes: int) -> np.ndarray:
     """This thread's buffer for a block's XOR with its parent: it is split into planes at
     once, so one buffer per thread serves every block (fresh pages cost a zeroing each).
-    A mapping of its own, like :class:`PlaneArena`'s, for the same reason."""
+    A mapping of its own, like :class:`PlaneRing`'s, for the same reason."""
     scratch = getattr(_local, "xor_scratch", None)
     if scratch is None or scratch.nbytes < nbytes:
         _local.xor_scratch = None
@@ -140,30 +131,43 @@ def _xor_scratch(nbytes: int) -> np.ndarray:
     return scratch[:nbytes]
 
 
-class PlaneArena:
-    """One growing buffer that successive encodes on one thread split their planes into.
+class PlaneRing:
+    """A few block-sized buffers that a streamed encode (``plane_frames.stream_planes``)
+    splits successive blocks' planes into, round robin, on one thread's behalf.
 
-    A raw plane is written to the blob file as a view of the buffer it was split into, so
-    that buffer must live until the frame is written. Fresh buffers per tensor cost the
-    kernel a page fault and a zeroed page for every stored byte (~9% of a cold convert's
-    CPU on two cores); an arena reused tensor after tensor is first touched once. The
-    owner must not take from it again before the last frame made with it is written.
+    A block's raw planes are views of its slot, so a slot may be reused only once that
+    block is written: the stream keeps fewer blocks in flight than there are slots, and
+    its consumer writes each block before asking for the next. Whatever the tensor's size,
+    a worker holds ``slots`` blocks (a buffer for a whole tensor's planes, as the store
+    used before, grew to the largest tensor: a 70B model's 2 GB embedding, per worker).
 
-    The buffer is a mapping of its own (``mmap``), not ``malloc``'s: glibc raises its mmap
-    threshold to the size of a freed block, so a freed 23 MB arena made every later buffer
-    up to that size come from the heap, which kept ~1.5 GB of a following network action's
-    decoded weights resident after it ended (and under the engine build's peak). It is
-    unmapped when the last view of it goes."""
+    Fresh buffers per block would cost the kernel a page fault and a zeroed page for every
+    stored byte (~9% of a cold convert's CPU on two cores); the ring is first touched once
+    and reused tensor after tensor. It is a mapping of its own (``mmap``), not
+    ``malloc``'s: glibc raises its mmap threshold to the size of a freed block, so a freed
+    large buffer made every later buffer up to that size come from the heap, which kept
+    ~1.5 GB of a following network action's decoded weights resident after it ended."""
 
-    def __init__(self) -> None:
-        self._buffer = np.zeros(0, dtype=np.uint8)
+    def __init__(self, slots: int, block_bytes: int = BLOCK_BYTES) -> None:
+        if slots < 2:
+            raise ValueError("a plane ring needs at least two slots: one written, one filled")
+        self.slots = slots
+        self.block_bytes = block_bytes
+        self._buffer: np.ndarray | None = None
 
-    def take(self, nbytes: int) -> np.ndarray:
-        """``nbytes`` of the buffer (grown, never kept larger than the largest asked for)."""
-        if self._buffer.nbytes < nbytes:
-            self._buffer = np.zeros(0, dtype=np.uint8)  # let the old mapping go before the new one
-            self._buffer = np.frombuffer(_anonymous_map(nbytes), dtype=np.uint8)
-        return self._buffer[:nbytes]
+    @property
+    def in_flight(self) -> int:
+        """Blocks a stream may have encoding at once while one more is being written."""
+        return self.slots - 1
+
+    def take(self, index: int, nbytes: int) -> np.ndarray:
+        """The slot for block ``index``: ``nbytes`` (at most a block) of it."""
+        if nbytes > self.block_bytes:
+            raise ValueError(f"a {nbytes}-byte block does not fit a ring of {self.block_bytes}-byte slots")
+        if self._buffer is None:
+            self._buffer = np.frombuffer(_anonymous_map(self.slots * self.block_bytes), dtype=np.uint8)
+        start = (index % self.slots) * self.block_bytes
+        return self._buffer[start : start + nbytes]
 
 
 def _anonymous_map(nbytes: int) -> mmap.mmap:
@@ -206,7 +210,7 @@ def encode_block(
     """Table entries and stored planes of one block (XORed with ``parent`` first if given).
 
     ``planes_into``: where this block's planes go (as long as the block); a plane stored
-    raw is then a view of it (see :class:`PlaneArena`)."""
+    raw is then a view of it (see :class:`PlaneRing`)."""
     start, end = span
     block = body[start:end]
     if parent is not None:  # a one-byte element's block is its own plane, which may be stored raw

@@ -11,7 +11,7 @@ loudly and early on a frame that is structurally wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Protocol, Union
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Union
 
 import numpy as np
 
@@ -90,15 +90,13 @@ class EncodeHint:
 
     ``min_saving``: an encoding that saves less than this fraction is not worth a decode on
     every read, and ``encode`` returns None (store raw); None keeps every frame (tests,
-    measurements). ``threads``: 0 means all cores. ``planes_into``: a buffer at least the
-    blob's size to split planes into (``planes.PlaneArena``); None = fresh buffers.
+    measurements). ``threads``: 0 means all cores.
     """
 
     element_size: int = 1
     parent: Parent | None = None
     min_saving: float | None = 0.10
     threads: int = 0
-    planes_into: np.ndarray | None = None
 
 
 class Codec(Protocol):
@@ -118,6 +116,11 @@ class Codec(Protocol):
         them), or None when it saves less than ``hint.min_saving``."""
         ...
 
+    def stream(self, data: Buffer, hint: EncodeHint, ring: Any) -> Any:
+        """The frame of ``data`` block by block (a ``plane_frames.PlaneStream`` over a
+        ``planes.PlaneRing``), for a writer that decides at the end whether it saved enough."""
+        ...
+
     def decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> memoryview:
         """The ``size`` content bytes of a frame (raises ``CorruptFrame``, ``WrongParent``)."""
         ...
@@ -129,6 +132,11 @@ class Codec(Protocol):
     def iter_decode(self, encoded: Buffer, size: int, parent: Parent | None = None) -> Iterator[memoryview]:
         """The content in order, a block at a time, in bounded memory (hash while writing)."""
         ...
+
+
+def check_element_size(codec: str, size: int) -> None:
+    if size not in ELEMENT_SIZES:
+        raise CodecError(f"{codec} needs an element size in {ELEMENT_SIZES}, got {size}")
 
 
 def saves_enough(encoded_size: int, size: int, min_saving: float | None) -> bool:

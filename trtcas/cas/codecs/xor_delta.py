@@ -15,16 +15,23 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from trtcas.cas.codecs.frame import CODEC_IDS, Frame, PackedFrame, frame_of, parse_header
-from trtcas.cas.codecs.plane_frames import decode_planes, decode_planes_into, encode_planes, iter_decode_planes
-from trtcas.cas.codecs.planes import BLOCK_BYTES
+from trtcas.cas.codecs.plane_frames import (
+    PlaneStream,
+    decode_planes,
+    decode_planes_into,
+    encode_planes,
+    iter_decode_planes,
+    stream_planes,
+)
+from trtcas.cas.codecs.planes import BLOCK_BYTES, PlaneRing
 from trtcas.cas.codecs.protocol import (
-    ELEMENT_SIZES,
     Buffer,
     CodecError,
     CorruptFrame,
     EncodeHint,
     Parent,
     WrongParent,
+    check_element_size,
     saves_enough,
 )
 from trtcas.cas.digest import BadDigest, Digest
@@ -77,21 +84,28 @@ class XorDeltaCodec:
     threads: int = 0
     block_bytes: int = BLOCK_BYTES
 
-    def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
+    def _extra(self, data: Buffer, hint: EncodeHint) -> tuple[Parent, bytes]:
+        """(parent, the frame's extra bytes naming it), after checking they fit together."""
         parent = hint.parent
         if parent is None:
             raise CodecError("xor_delta needs a parent blob to encode against")
-        if hint.element_size not in ELEMENT_SIZES:
-            raise CodecError(f"xor_delta needs an element size in {ELEMENT_SIZES}, got {hint.element_size}")
-        size = memoryview(data).nbytes
-        _check_parent_bytes(parent, size)
+        check_element_size(self.name, hint.element_size)
+        _check_parent_bytes(parent, memoryview(data).nbytes)
         depth = parent.chain_depth + 1
         if depth > MAX_DEPTH_FIELD:
             raise CodecError(f"delta chain of depth {depth} is too deep to record")
-        extra = pack_delta_extra(DeltaInfo(parent.digest, depth))
+        return parent, pack_delta_extra(DeltaInfo(parent.digest, depth))
+
+    def encode(self, data: Buffer, hint: EncodeHint) -> PackedFrame | None:
+        parent, extra = self._extra(data, hint)
         encoded = encode_planes(data, self.codec_id, hint.element_size, extra, parent.data,
-                                hint.threads or self.threads, self.block_bytes, hint.planes_into)
-        return encoded if saves_enough(len(encoded), size, hint.min_saving) else None
+                                hint.threads or self.threads, self.block_bytes)
+        return encoded if saves_enough(len(encoded), memoryview(data).nbytes, hint.min_saving) else None
+
+    def stream(self, data: Buffer, hint: EncodeHint, ring: PlaneRing) -> PlaneStream:
+        parent, extra = self._extra(data, hint)
+        return stream_planes(data, self.codec_id, hint.element_size, ring, extra, parent.data,
+                             hint.threads or self.threads)
 
     def _frame_and_parent(self, encoded: Buffer, parent: Parent | None) -> tuple[Frame, Buffer]:
         frame = frame_of(encoded, self.codec_id)

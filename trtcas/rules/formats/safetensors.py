@@ -220,7 +220,7 @@ def write_streamed(path: str | os.PathLike, slots: Iterable[TensorSlot], chunks:
     """
     slots = tuple(slots)
     with atomic_writer(path, mode=mode) as pending:
-        out = pending.open(direct=sum(slot.nbytes for slot in slots) >= DIRECT_MIN_BYTES)
+        out = pending.open_positional(direct=sum(slot.nbytes for slot in slots) >= DIRECT_MIN_BYTES)
         out.write(header_bytes(slots, metadata or DEFAULT_METADATA))
         for slot, (name, parts) in zip(slots, chunks, strict=True):
             if name != slot.name:

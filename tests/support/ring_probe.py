@@ -1,23 +1,23 @@
 """Run by tests/test_codecs.py in a process of its own: how much of a later action's freed
-buffers stays resident after a plane arena was used (``arena``) or after a freed 24 MB
-malloc block (``malloc``, what a malloc-based arena did). Prints MB kept."""
+buffers stays resident after a plane ring was used (``ring``) or after a freed 24 MB
+malloc block (``malloc``, what malloc-based plane buffers did). Prints MB kept."""
 
 import gc
 import sys
 
 import numpy as np
 
-from trtcas.cas.codecs.planes import PlaneArena
+from trtcas.cas.codecs.planes import PlaneRing
 
 
 def rss_mb():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
 
-if sys.argv[1] == "arena":
-    arena = PlaneArena()
-    arena.take(8 << 20)[:] = 1
-    arena.take(24 << 20)[:] = 1
-    del arena
+if sys.argv[1] == "ring":
+    ring = PlaneRing(3)
+    for index in range(3):
+        ring.take(index, 8 << 20)[:] = 1
+    del ring
 else:  # what the arena did when it came from malloc: a freed 24 MB block
     block = np.ones(24 << 20, np.uint8)
     del block
