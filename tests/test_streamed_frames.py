@@ -91,3 +91,18 @@ def test_storing_a_large_tensor_holds_a_few_blocks_not_its_planes(tmp_path):
     assert peak[0] - base < 96, f"the store held {peak[0] - base} MB storing a 192 MB tensor"
     assert stored_files(store) == [digest.hex + TCX_SUFFIX]
     assert store.blobs.verify(digest)
+
+
+def test_one_encoding_thread_streams_the_same_frames(tmp_path, monkeypatch):
+    """On a one-core machine blocks are encoded inline; a frame given up early closes that
+    stream as it closes the pooled one."""
+    from trtcas.cas.codecs import planes
+
+    monkeypatch.setattr(planes.os, "cpu_count", lambda: 1)
+    store = ContentStore(tmp_path / "cache")
+    array = bf16_weights(3 * BLOCK_BYTES // 2)
+    digest = store.blobs.put_tensor(memoryview(array.view(np.uint8)), "BF16")
+    assert stored_files(store) == [digest.hex + TCX_SUFFIX]
+    assert bytes(store.blobs.content_view(digest)) == array.tobytes()
+    noise = np.random.default_rng(2).integers(0, 256, 3 * BLOCK_BYTES, dtype=np.uint8)
+    assert stored_files(store) != [] and store.blobs.put_tensor(memoryview(noise), "BF16").hex in stored_files(store)

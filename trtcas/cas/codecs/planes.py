@@ -87,7 +87,7 @@ def run_ordered(fn: Callable[[T], R], items: Iterable[T], threads: int, window_s
     twice the threads); see ``ordered_pool``."""
     threads = thread_count(threads)
     if threads == 1:
-        return map(fn, items)
+        return (fn(item) for item in items)  # a generator, closable like the pooled one
     return ordered_results(_pool(threads), fn, items, window_size or 2 * threads)
 
 
