@@ -241,15 +241,15 @@ class BlobStore:
             return digest
         from trtcas.cas import frameblobs
 
+        ring = ring or frameblobs.plane_ring()  # its buffer is mapped only if a frame is written
         for candidate in frameblobs.candidates(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth):
-            if self._install_encoded(digest, view, candidate, ring or frameblobs.plane_ring()):
+            if self._install_encoded(digest, view, candidate, ring):
                 return digest
         self._install(digest, (view,), "")
         return digest
 
     def _install_encoded(self, digest: Digest, view: memoryview, candidate, ring: PlaneRing) -> bool:
-        """Write the blob as a frame (temp, read-only, rename; fsync unless batched);
-        False, with nothing left behind, when the frame does not save enough."""
+        """Write the blob as a frame; False, leaving nothing, when the frame does not pay."""
         from trtcas.cas import frameblobs
 
         raw = self._raw_path(digest)
