@@ -96,3 +96,61 @@ def test_many_processes_share_one_database(tmp_path):
         results = pool.map(_hash_many, [(tmp_path / "s.sqlite", paths)] * 4)
     expected = [str(hash_file(p)) for p in paths for _ in range(3)]
     assert all(r == expected for r in results)
+
+
+def test_threads_asking_for_one_file_at_once_hash_it_once(tmp_path):
+    """Every rank's convert is keyed on every shard: two actions starting together used to
+    hash a multi-GB shard twice. The second asker waits for the first's answer; a failure
+    reaches both; a later asker (the file now too young to record) hashes again."""
+    import threading
+
+    path = tmp_path / "shard.safetensors"
+    path.write_bytes(os.urandom(1 << 20))
+    cache = StatCache(tmp_path / "s.sqlite")
+    calls, entered, release = [], threading.Event(), threading.Event()
+
+    def slow_hash(p, algo):
+        calls.append(p)
+        entered.set()
+        release.wait(5)
+        return hash_file(p, algo)
+
+    results = []
+    first = threading.Thread(target=lambda: results.append(cache.digest_of(path, "blake3", slow_hash)))
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=lambda: results.append(cache.digest_of(path, "blake3", slow_hash)))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waiting for the first, not hashing
+    release.set()
+    first.join()
+    second.join()
+    assert len(calls) == 1
+    assert results == [hash_file(path, "blake3")] * 2
+
+    def broken(p, algo):
+        entered.set()
+        release.wait(5)
+        raise OSError(5, "Input/output error", str(p))
+
+    entered.clear()
+    release.clear()
+    errors = []
+
+    def ask():
+        try:
+            cache.digest_of(path, "blake3", broken)
+        except OSError as exc:
+            errors.append(exc.errno)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    threads[0].start()
+    assert entered.wait(5)
+    threads[1].start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert errors == [5, 5]
+    assert cache.digest_of(path, "blake3", slow_hash) == hash_file(path, "blake3")
+    assert len(calls) == 2

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +58,9 @@ class StatCache:
         self._busy_spent = 0.0
         self._bypassed = False
         self._lock = threading.Lock()
+        # (dev, ino, kind, algo, signature) -> the digest being computed: two actions keyed on
+        # one file (every rank's convert reads every shard) hash it once, not once each
+        self._in_flight: dict[tuple, Future] = {}
 
     @property
     def bypassed(self) -> bool:
@@ -118,11 +122,26 @@ class StatCache:
         if cached is not None:
             return cached
         before = os.stat(path)
-        digest = compute(Path(path), algo)
-        after = os.stat(path)
-        if _signature(before) == _signature(after) and self._old_enough(after):
-            self._record(after, kind or algo, digest)
-        return digest
+        flight = (before.st_dev, before.st_ino, kind or algo, algo, _signature(before))
+        with self._lock:
+            running = self._in_flight.get(flight)
+            if running is None:
+                self._in_flight[flight] = mine = Future()
+        if running is not None:  # another thread is hashing this very file: wait for its answer
+            return running.result()
+        try:
+            digest = compute(Path(path), algo)
+            after = os.stat(path)
+            if _signature(before) == _signature(after) and self._old_enough(after):
+                self._record(after, kind or algo, digest)
+            mine.set_result(digest)
+            return digest
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._in_flight[flight]
 
     def _old_enough(self, st: os.stat_result) -> bool:
         newest = max(st.st_mtime_ns, st.st_ctime_ns)
