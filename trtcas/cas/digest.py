@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import blake3
 
+from trtcas.cas.mapped_files import map_for_hash
 from trtcas.errors import TrtcasError
 
 DEFAULT_ALGO = "blake3"
@@ -98,7 +99,12 @@ def hash_file(path: str | os.PathLike, algo: str = DEFAULT_ALGO) -> Digest:
     size = path.stat().st_size
     if algo == "blake3" and size >= PARALLEL_HASH_THRESHOLD:
         hasher = new_hasher(algo, parallel=True)
-        hasher.update_mmap(path)
+        mapping = map_for_hash(path)  # kept for the action that reads the file next, if any
+        if mapping is None:
+            hasher.update_mmap(path)
+        else:
+            hasher.update(mapping)
+            size = len(mapping)
         return Digest(algo, hasher.hexdigest(), size)
     with open(path, "rb") as stream:
         return hash_stream(stream, algo)

@@ -109,6 +109,9 @@ class Rule:
     # remote) naming any other set is a miss, and so is a run that returns another set;
     # empty means "not declared" and only the names' safety is checked.
     outputs: tuple[str, ...] = ()
+    # The rule reads its source inputs through memory maps (a checkpoint's tensors): the
+    # runner lets it reuse the mappings its key was hashed through (cas.mapped_files).
+    maps_sources: bool = False
     doc: str = ""
 
     def key_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterator, Mapping, Protocol
 
+from trtcas.cas import mapped_files
 from trtcas.cas.actioncache import ActionResult, entry_problem
 from trtcas.cas.blobstore import BlobNotFound
 from trtcas.cas.content_store import ContentStore
@@ -221,6 +222,10 @@ class ActionRunner:
 
     def _outcome(self, action: Action, dry_run: bool, invoke: Invoke) -> Outcome:
         rule = self.registry.get(action.rule)
+        with mapped_files.sharing(active=rule.maps_sources and invoke == self.local_invoke):  # a farm maps its own
+            return self._keyed_outcome(action, rule, dry_run, invoke)
+
+    def _keyed_outcome(self, action: Action, rule: Rule, dry_run: bool, invoke: Invoke) -> Outcome:
         digests, sources, unknown = self.resolve_inputs(action)
         if unknown:
             return Outcome("would-build", None, digests, reason=unknown)

@@ -14,6 +14,7 @@ from typing import Mapping
 import ml_dtypes  # numpy's bfloat16; a dependency of onnx, which trtcas requires
 import numpy as np
 
+from trtcas.cas import mapped_files
 from trtcas.rules.formats.safetensors import DTYPE_OF_CODE, FLOAT_CODES
 from trtcas.rules.formats.safetensors import read_layout as read_safetensors_layout
 from trtcas.rules.llm.spec import TARGET_DTYPES, ConvertError
@@ -133,6 +134,9 @@ def _map_source(source: SourceTensor, name: str) -> np.ndarray:
         raise ConvertError(f"{source.file}: tensor {name!r} byte size disagrees with its shape {source.shape}")
     if count == 0:
         return np.zeros(source.shape, stored)
+    whole = mapped_files.shared(source.file)  # the mapping the action's key was hashed through
+    if whole is not None and len(whole) >= source.end:
+        return np.frombuffer(whole, stored, count, source.begin).reshape(source.shape)
     start = source.begin - source.begin % mmap.ALLOCATIONGRANULARITY
     with open(source.file, "rb") as stream:
         region = mmap.mmap(stream.fileno(), source.end - start, access=mmap.ACCESS_READ, offset=start)

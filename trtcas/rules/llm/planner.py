@@ -90,7 +90,7 @@ def run_import_checkpoint(ctx) -> dict[str, Any]:
 
 
 CONVERT_RULE = Rule("llm.convert", 1, run_convert, fingerprint_fields=("pkg:numpy", "pkg:ml_dtypes"),
-                    outputs=("config", "weights"),
+                    outputs=("config", "weights"), maps_sources=True,
                     output_formats={"weights": "safetensors"},
                     doc="HF checkpoint -> one TensorRT-LLM rank, stored per tensor")
 IMPORT_RULE = Rule("llm.import_checkpoint", 1, run_import_checkpoint, outputs=("config", "weights"),
