@@ -19,6 +19,7 @@ from trtcas.rules.llm.spec import ConvertSpec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from _llama_gen import sizes_for  # noqa: E402
 from _llama_gen import write_checkpoint as write_hf  # noqa: E402
+from support.llm_target import llm_target  # noqa: E402
 
 
 def big_file(path: Path, extra: int = 0) -> Path:
@@ -54,17 +55,6 @@ def test_no_more_than_the_budget_is_kept_mapped(tmp_path, monkeypatch):
         assert mapped_files.shared(second) is None  # over the budget: hashed as before
 
 
-TARGET = """
-[target]
-name = "mapped"
-[model]
-hf = "hf"
-dtype = "float16"
-max_batch_size = 1
-max_seq_len = 8
-[engine]
-targets = ["sm86"]
-"""
 
 
 def test_a_convert_reads_the_mappings_its_key_was_hashed_through(tmp_path, monkeypatch):
@@ -72,7 +62,7 @@ def test_a_convert_reads_the_mappings_its_key_was_hashed_through(tmp_path, monke
     from the shared mappings, and the placed checkpoint is the reference converter's."""
     write_hf(tmp_path / "hf", sizes_for(24 << 20), dtype="float16")
     assert all(p.stat().st_size >= PARALLEL_HASH_THRESHOLD for p in (tmp_path / "hf").glob("*.safetensors"))
-    (tmp_path / "trtcas.toml").write_text(TARGET)
+    (tmp_path / "trtcas.toml").write_text(llm_target("mapped"))
     served = []
     real = mapped_files.shared
 

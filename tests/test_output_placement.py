@@ -19,26 +19,14 @@ from trtcas.rules.llm.spec import ConvertSpec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from _llama_gen import sizes_for  # noqa: E402
 from _llama_gen import write_checkpoint as write_hf  # noqa: E402
+from support.llm_target import llm_target  # noqa: E402
 
-TARGET = """
-[target]
-name = "placed"
-[model]
-hf = "hf"
-dtype = "float16"
-max_batch_size = 1
-max_seq_len = 8
-[engine]
-targets = ["sm86"]
-[output]
-checkpoint = {checkpoint}
-"""
 SIZES = sizes_for(3 << 20)  # ~3 MB: tensors large enough for the weight codecs, builds in seconds
 
 
 def project(root: Path, checkpoint: bool = True, finetune: str | None = None) -> Path:
     write_hf(root / "hf", SIZES, finetune=finetune, noise=1e-3)
-    (root / "trtcas.toml").write_text(TARGET.format(checkpoint=str(checkpoint).lower()))
+    (root / "trtcas.toml").write_text(llm_target("placed", checkpoint))
     return root
 
 
