@@ -242,7 +242,8 @@ class BlobStore:
         from trtcas.cas import frameblobs
 
         ring = ring or frameblobs.plane_ring()  # its buffer is mapped only if a frame is written
-        for candidate in frameblobs.candidates(view, dtype, self._delta_parent(parent, len(view)), self.max_chain_depth):
+        parent_blob = self._delta_parent(parent, len(view))
+        for candidate in frameblobs.encoding_candidates(view, dtype, parent_blob, max_chain_depth=self.max_chain_depth):
             if self._install_encoded(digest, view, candidate, ring):
                 return digest
         self._install(digest, (view,), "")

@@ -15,7 +15,6 @@ import numpy as np
 
 from trtcas.cas.codecs import MIN_SAVING, CodecError, FrameInfo, Parent, decode_blob, frame_info
 from trtcas.cas.codecs.chooser import Candidate, encoding_candidates
-from trtcas.cas.codecs.plane_frames import PlaneStream
 from trtcas.cas.codecs.planes import PlaneRing, thread_count
 from trtcas.cas.codecs.protocol import saves_enough
 from trtcas.cas.digest import Digest
@@ -51,11 +50,6 @@ def parent_of(info: FrameInfo) -> tuple[Digest, int] | None:
     return info.delta.parent, info.delta.chain_depth - 1
 
 
-def candidates(data: memoryview, dtype: str | None, parent: Parent | None, max_chain_depth: int) -> list[Candidate]:
-    """The encodings worth writing ``data`` in, best first (none: store it raw)."""
-    return encoding_candidates(data, dtype, parent, max_chain_depth=max_chain_depth)
-
-
 def write_encoded(out: DirectFile, data: memoryview, candidate: Candidate, ring: PlaneRing) -> bool:
     """Write ``data``'s frame as ``candidate`` encodes it into ``out``: each block's planes
     as they come (from the head's length on), the head last at the start, so only the
@@ -67,6 +61,7 @@ def write_encoded(out: DirectFile, data: memoryview, candidate: Candidate, ring:
             out.write(part)
         return True
     stream = candidate.codec.stream(data, candidate.hint(MIN_SAVING), ring)
+    first_start, first_end = stream.header.block_span(0)
     at = stream.head_length
     entries: list[tuple[int, int]] = []
     with closing(stream.blocks) as blocks:
@@ -75,17 +70,12 @@ def write_encoded(out: DirectFile, data: memoryview, candidate: Candidate, ring:
                 out.pwrite(part, at)
                 at += memoryview(part).nbytes
             entries += block_entries
-            if index == 0 and not saves_enough(at - stream.head_length, _span_bytes(stream, 0), MIN_SAVING / 2):
+            if index == 0 and not saves_enough(at - stream.head_length, first_end - first_start, MIN_SAVING / 2):
                 return False
     if not saves_enough(at, data.nbytes, MIN_SAVING):
         return False
     out.pwrite(stream.head(entries), 0)
     return True
-
-
-def _span_bytes(stream: PlaneStream, index: int) -> int:
-    start, end = stream.header.block_span(index)
-    return end - start
 
 
 def plane_ring() -> PlaneRing:
@@ -97,5 +87,5 @@ def as_parent(digest: Digest, content: memoryview, depth: int) -> Parent:
     return Parent(digest, content, depth)
 
 
-__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "as_parent", "candidates", "decode", "parent_of", "plane_ring",
+__all__ = ["CodecError", "frame_info", "HEADER_PROBE", "as_parent", "decode", "encoding_candidates", "parent_of", "plane_ring",
            "read_frame", "read_header", "write_encoded"]
