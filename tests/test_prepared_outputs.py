@@ -5,6 +5,7 @@ what placing it from the store writes; nothing is left behind, whatever happens.
 import errno
 import os
 import random
+import subprocess
 import time
 
 import ml_dtypes
@@ -175,8 +176,50 @@ def test_verify_repair_removes_the_prepared_dir_a_killed_build_left(tmp_path):
     assert not left.root.exists() and fresh.root.exists()
 
 
-def test_nothing_is_prepared_for_an_output_dir_on_another_filesystem(tmp_path):
-    with tmpfs(tmp_path / "elsewhere") as mount:  # a real second filesystem (skips with the reason if not root)
-        prepared = PreparedOutputs(tmp_path / "cache" / "tmp", mount / "out")
-        assert not prepared.enabled
-    assert PreparedOutputs(tmp_path / "cache" / "tmp", tmp_path / "not" / "yet" / "out").enabled
+def test_an_output_dir_on_another_filesystem_gets_its_checkpoint_prepared_beside_it(tmp_path, monkeypatch):
+    """A cache on one disk and the outputs on another (the usual set-up): the checkpoint is
+    still written once, beside the output dir, and moved into place."""
+    moved = []
+    real_move = PreparedOutputs.move_into_place
+    monkeypatch.setattr(PreparedOutputs, "move_into_place",
+                        lambda self, digest, dest: moved.append((dest.name, self.root.parent)) or real_move(self, digest, dest))
+    with tmpfs(tmp_path / "elsewhere", size="64m") as mount:  # a real second filesystem (skips with the reason if not root)
+        target = project(tmp_path, out=str(mount / "out"))
+        convert_only(target, tmp_path / "cache")
+        assert sorted(name for name, _ in moved) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+        assert {root for _, root in moved} == {mount}  # prepared beside the output dir, on its filesystem
+        assert not list(mount.glob(".out.prepared-*"))  # nothing prepared is left there
+        assert leftovers(tmp_path / "cache") == []
+        placed = {r: (mount / f"out/checkpoint/rank{r}.safetensors").read_bytes() for r in (0, 1)}
+    (tmp_path / "trtcas.toml").write_text(TARGET.format(out="again"))
+    convert_only(target, tmp_path / "cache")  # placed from the store: the same bytes
+    assert all((tmp_path / f"again/checkpoint/rank{r}.safetensors").read_bytes() == placed[r] for r in (0, 1))
+
+
+def test_a_prepared_dir_beside_the_output_dir_is_removed_once_abandoned(tmp_path):
+    with tmpfs(tmp_path / "elsewhere", size="4m") as mount:
+        out = mount / "out"
+        gone = _finished_pid()
+        old = time.time() - 2 * 3600
+        abandoned = mount / f".out.prepared-{gone}-0badc0de"
+        running = mount / f".out.prepared-{os.getpid()}-1badc0de"  # old, but its process is alive
+        recent = mount / f".out.prepared-{gone}-2badc0de"  # its process gone, but not yet an hour old
+        for path in (abandoned, running, recent):
+            (path / "writing-1").parent.mkdir()
+            (path / "writing-1").write_bytes(b"half a checkpoint")
+        for path in (abandoned, running):
+            os.utime(path, (old, old))
+        prepared = PreparedOutputs(tmp_path / "cache" / "tmp", out)
+        assert prepared.enabled and prepared.root.parent == mount
+        prepared.new_path().write_bytes(b"this build's")
+        assert not abandoned.exists() and running.exists() and recent.exists()
+        prepared.close()
+        assert not prepared.root.exists()
+
+
+def _finished_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+

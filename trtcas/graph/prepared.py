@@ -7,8 +7,13 @@ stores it) can write the placed file at the same time, on a core that is otherwi
 waiting, and placement then renames it into the output tree instead of writing it.
 
 The files live for one build, in a directory under the cache's ``tmp/`` (the filesystem of
-the rules' scratch dirs and of the store); Ctrl-C removes it with the scratch dirs, and
-``cache verify --repair`` what a killed build left (after an hour).
+the rules' scratch dirs and of the store) when the output dir is on that filesystem, else
+beside the output dir (``.<dir>.prepared-<pid>-<id>``, where placement stages its tree too):
+a cache on another disk, or on a shared mount, is the common case, and there the checkpoint
+would otherwise be written twice over. Ctrl-C removes the directory with the scratch dirs;
+what a killed build left is removed by ``cache verify --repair`` (under ``tmp/``) or by the
+next build that prepares a file for the same output dir (beside it), once it is an hour old
+and its process is gone.
 Only a file whose action finished is offered, under its output's digest, and only the
 local scheduler offers them: a farm worker's files would be on another host.
 """
@@ -16,8 +21,10 @@ local scheduler offers them: a farm worker's files would be on another host.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -29,15 +36,25 @@ class PreparedOutputs:
     """One build's prepared output files, by the digest of the output they place."""
 
     def __init__(self, tmp_root: Path, output_dir: Path | None = None):
-        self.root = Path(tmp_root) / f"prepared-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # a file prepared on another filesystem could not be renamed into place: don't write it
-        self.enabled = output_dir is None or _same_filesystem(Path(tmp_root), Path(output_dir))
+        name = f"prepared-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.root = Path(tmp_root) / name
+        self._beside: Path | None = None  # the output dir, when the files are prepared beside it
+        self.enabled = True
+        if output_dir is not None and not _same_filesystem(Path(tmp_root), Path(output_dir)):
+            output_dir = Path(output_dir).absolute()
+            self._beside = output_dir
+            self.root = output_dir.parent / f".{output_dir.name}.{name}"
+            # a file must be renamed into place: an output dir that is a mount point of its
+            # own (placed file by file, inside it) gets none
+            self.enabled = _same_filesystem(output_dir.parent, output_dir)
         self._ready: dict[Digest, Path] = {}
         self._lock = threading.Lock()
 
     def new_path(self) -> Path:
         """A fresh path for a rule to write one output file at."""
         if not self.root.is_dir():
+            if self._beside is not None:
+                remove_abandoned(self._beside)
             self.root.mkdir(parents=True, exist_ok=True)
             track_scratch(self.root)
         return self.root / f"writing-{uuid.uuid4().hex}"
@@ -74,6 +91,35 @@ class PreparedOutputs:
             self._ready.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         untrack_scratch(self.root)
+
+
+ABANDONED_AFTER_S = 3600  # as ``cache verify --repair`` waits for a scratch dir
+
+
+def remove_abandoned(output_dir: Path) -> None:
+    """Remove the prepared dirs beside ``output_dir`` that a killed build left: an hour old
+    and their process gone. A build that is still running (its pid alive on this host)
+    keeps its own; should one on another host sharing this disk lose its files, it places
+    them from the store instead (``move_into_place`` is then False)."""
+    now = time.time()
+    for path in Path(output_dir).parent.glob(f".{Path(output_dir).name}.prepared-*"):
+        match = re.fullmatch(rf"\.{re.escape(Path(output_dir).name)}\.prepared-(\d+)-[0-9a-f]+", path.name)
+        try:
+            if match is None or now - path.stat().st_mtime < ABANDONED_AFTER_S or _alive(int(match.group(1))):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
