@@ -25,7 +25,7 @@ from trtcas.cas.codecs import (
     estimate,
     frame_info,
 )
-from trtcas.cas.codecs.planes import PlaneRing, split_planes
+from trtcas.cas.codecs.planes import PlaneRing, merge_planes, split_planes
 from trtcas.cas.digest import hash_bytes
 from trtcas.errors import TrtcasError
 
@@ -371,3 +371,13 @@ def test_split_planes_are_the_bytes_of_each_element_at_any_alignment(raw, esize,
     columns = data.reshape(-1, esize)
     planes = split_planes(data, esize)
     assert [bytes(p) for p in planes] == [bytes(columns[:, k]) for k in range(esize)]
+
+
+@given(st.binary(max_size=4096), st.sampled_from([1, 2, 4, 8]), st.integers(0, 7))
+def test_merge_planes_undoes_split_planes_at_any_alignment(raw, esize, offset):
+    """The shift-based merge (2-byte elements) and the strided one give back the elements."""
+    data = np.frombuffer(raw[: len(raw) - len(raw) % esize], dtype=np.uint8)
+    planes = split_planes(data, esize)
+    target = np.frombuffer(bytearray(offset + data.size), dtype=np.uint8)[offset:]
+    merge_planes([np.ascontiguousarray(p) for p in planes], target)
+    assert bytes(target) == bytes(data)

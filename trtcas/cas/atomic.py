@@ -28,6 +28,15 @@ def temp_path_beside(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
 
 
+def fsync_file(path: Path) -> None:
+    """Make a file written by other means (a ``SlotFileWriter``) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

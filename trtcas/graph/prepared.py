@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from trtcas.cas.atomic import fsync_file
 from trtcas.cas.digest import Digest
 from trtcas.graph.interrupt import track_scratch, untrack_scratch
 
@@ -76,7 +77,7 @@ class PreparedOutputs:
         if ready is None:
             return False
         try:
-            _make_durable(ready)
+            fsync_file(ready)  # nearly free: the action's own flush wrote the pages out
             os.chmod(ready, 0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(ready, dest)
@@ -135,12 +136,3 @@ def _existing(path: Path) -> Path:
     while not path.exists() and path.parent != path:
         path = path.parent
     return path
-
-
-def _make_durable(path: Path) -> None:
-    """fsync: nearly free when the action's own flush already wrote the pages out."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

