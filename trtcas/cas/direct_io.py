@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import mmap
 import os
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from trtcas.cas.huge_pages import private_buffer
 
 BLOCK = 4096  # the alignment every Linux block device accepts (512-byte ones too)
 STAGING_BYTES = 8 << 20  # one aligned write's most, when the caller's buffer is not aligned
@@ -195,11 +196,11 @@ class DirectFile:
 
 
 def _staging_buffer() -> memoryview:
-    """This thread's aligned staging buffer (a mapping: page-aligned). One per thread and
-    kept, not one per file: fresh pages cost the kernel a fault and a zeroing each."""
+    """This thread's aligned staging buffer (huge pages: see ``huge_pages``). One per thread
+    and kept, not one per file: fresh pages cost the kernel a fault and a zeroing each."""
     staging = getattr(_local, "staging", None)
     if staging is None:
-        staging = _local.staging = memoryview(mmap.mmap(-1, STAGING_BYTES))
+        staging = _local.staging = private_buffer(STAGING_BYTES)
     return staging
 
 

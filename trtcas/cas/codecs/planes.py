@@ -22,7 +22,6 @@ reader holds only a few blocks at once.
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 import sys
 import threading
@@ -34,6 +33,7 @@ import zstandard
 
 from trtcas.cas.codecs.frame import METHOD_RAW, METHOD_ZSTD, Frame
 from trtcas.cas.codecs.protocol import Buffer, CorruptFrame
+from trtcas.cas.huge_pages import private_buffer
 from trtcas.cas.ordered_pool import ordered_results
 
 BLOCK_BYTES = 8 << 20  # content bytes per block: >= 1 MiB planes keep zstd's ratio, many blocks keep cores busy
@@ -144,7 +144,7 @@ def _xor_scratch(nbytes: int) -> np.ndarray:
     scratch = getattr(_local, "xor_scratch", None)
     if scratch is None or scratch.nbytes < nbytes:
         _local.xor_scratch = None
-        scratch = _local.xor_scratch = np.frombuffer(_anonymous_map(max(nbytes, BLOCK_BYTES)), dtype=np.uint8)
+        scratch = _local.xor_scratch = np.frombuffer(private_buffer(max(nbytes, BLOCK_BYTES)), dtype=np.uint8)
     return scratch[:nbytes]
 
 
@@ -182,21 +182,9 @@ class PlaneRing:
         if nbytes > self.block_bytes:
             raise ValueError(f"a {nbytes}-byte block does not fit a ring of {self.block_bytes}-byte slots")
         if self._buffer is None:
-            self._buffer = np.frombuffer(_anonymous_map(self.slots * self.block_bytes), dtype=np.uint8)
+            self._buffer = np.frombuffer(private_buffer(self.slots * self.block_bytes), dtype=np.uint8)
         start = (index % self.slots) * self.block_bytes
         return self._buffer[start : start + nbytes]
-
-
-def _anonymous_map(nbytes: int) -> mmap.mmap:
-    """Private anonymous memory, asked to use huge pages where the kernel has them (as numpy
-    does for its large buffers: filling it then runs at memory speed)."""
-    mapped = mmap.mmap(-1, nbytes)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            mapped.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass
-    return mapped
 
 
 def compress_plane(plane: np.ndarray) -> tuple[int, bytes | memoryview]:
