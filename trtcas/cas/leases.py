@@ -87,7 +87,7 @@ def live_leases(root: Path, remove_stale: bool = True) -> list[LeaseInfo]:
         try:
             lines = path.read_text().splitlines()
             head = json.loads(lines[0])
-            alive = _pid_alive(int(head["pid"])) if head["host"] == this_host else \
+            alive = pid_alive(int(head["pid"])) if head["host"] == this_host else \
                 time.time() - path.stat().st_mtime < FOREIGN_LEASE_S
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             continue  # being written right now, or unreadable: neither protects nor is removed
@@ -98,7 +98,8 @@ def live_leases(root: Path, remove_stale: bool = True) -> list[LeaseInfo]:
     return leases
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

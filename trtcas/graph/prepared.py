@@ -30,6 +30,7 @@ from pathlib import Path
 
 from trtcas.cas.atomic import fsync_file
 from trtcas.cas.digest import Digest
+from trtcas.cas.leases import pid_alive
 from trtcas.graph.interrupt import track_scratch, untrack_scratch
 
 
@@ -106,21 +107,11 @@ def remove_abandoned(output_dir: Path) -> None:
     for path in Path(output_dir).parent.glob(f".{Path(output_dir).name}.prepared-*"):
         match = re.fullmatch(rf"\.{re.escape(Path(output_dir).name)}\.prepared-(\d+)-[0-9a-f]+", path.name)
         try:
-            if match is None or now - path.stat().st_mtime < ABANDONED_AFTER_S or _alive(int(match.group(1))):
+            if match is None or now - path.stat().st_mtime < ABANDONED_AFTER_S or pid_alive(int(match.group(1))):
                 continue
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: alive
-    return True
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
