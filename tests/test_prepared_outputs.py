@@ -14,7 +14,9 @@ import pytest
 
 import trtcas
 from trtcas.cas.content_store import ContentStore
+from trtcas.cas.digest import Digest
 from trtcas.cas.gc import verify_store
+from trtcas.cas.manifest import TensorManifest
 from trtcas.errors import TrtcasError
 from trtcas.graph.prepared import PreparedOutputs
 from trtcas.rules.formats.safetensors import SlotFileWriter, TensorSlot, dtype_code, write_arrays
@@ -223,3 +225,28 @@ def _finished_pid() -> int:
     return child.pid
 
 
+
+
+def test_a_corrupt_tensor_found_while_placing_from_the_store_is_quarantined_and_rebuilt(tmp_path):
+    """Placing decodes several tensors at once on threads: a corrupt one still fails the
+    placement cleanly (no file, no temp), is quarantined, and the convert runs again."""
+    target = project(tmp_path)
+    first = convert_only(target, tmp_path / "cache")
+    reference = (tmp_path / "out/checkpoint/rank1.safetensors").read_bytes()
+    store = ContentStore(tmp_path / "cache")
+    output = Digest.parse(first.action("convert[rank1]").outputs["weights"])
+    largest = max(TensorManifest.from_bytes(store.blobs.get_bytes(output)).entries, key=lambda e: e.digest.size)
+    blob = store.blobs.locate(largest.digest).path
+    os.chmod(blob, 0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    store.statcache.forget(blob)  # as after a restore from backup: nothing vouches for it
+
+    (tmp_path / "trtcas.toml").write_text(TARGET.format(out="out2"))
+    again = convert_only(target, tmp_path / "cache")
+    assert again.action("convert[rank1]").status == "built"
+    assert any("corrupt" in w for w in again.warnings), again.warnings
+    assert (tmp_path / "out2/checkpoint/rank1.safetensors").read_bytes() == reference
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".staging-" in p.name]
+    assert store.blobs.verify(largest.digest)  # stored again, whole
