@@ -250,3 +250,21 @@ def test_a_corrupt_tensor_found_while_placing_from_the_store_is_quarantined_and_
     assert (tmp_path / "out2/checkpoint/rank1.safetensors").read_bytes() == reference
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".staging-" in p.name]
     assert store.blobs.verify(largest.digest)  # stored again, whole
+
+
+def test_a_prepared_dir_that_cannot_be_made_costs_only_writing_the_file_from_the_store(tmp_path, monkeypatch):
+    """Beside an output dir whose parent refuses a new directory (permissions a root test
+    cannot show, so ``new_path`` is made to fail as it would), the convert runs unprepared
+    and placement writes the same file from the store."""
+    target = project(tmp_path)
+    convert_only(target, tmp_path / "reference-cache")
+    reference = (tmp_path / "out/checkpoint/rank0.safetensors").read_bytes()
+    (tmp_path / "trtcas.toml").write_text(TARGET.format(out="out2"))
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self.root))
+
+    monkeypatch.setattr(PreparedOutputs, "new_path", refuse)
+    result = convert_only(target, tmp_path / "cache")
+    assert {r.status for r in result.actions} == {"built"}
+    assert (tmp_path / "out2/checkpoint/rank0.safetensors").read_bytes() == reference

@@ -122,7 +122,11 @@ class StoreRunContext:
         format would write (``graph.prepared``)."""
         if self._prepared is None or not self._prepared.enabled or name not in self._placed:
             return None
-        path = self.preparing[name] = self._prepared.new_path()
+        try:
+            path = self._prepared.new_path()
+        except OSError:  # its directory cannot be made (a read-only parent): placement says so, clearly
+            return None
+        self.preparing[name] = path
         return path
 
     def log(self, message: str) -> None:
