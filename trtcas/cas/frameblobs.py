@@ -83,7 +83,7 @@ def plane_ring() -> PlaneRing:
     writers at once (``put_tensors``), so their blocks together keep every core encoding
     while one writer waits for the disk; each slot is fresh memory the first time (on the
     VM here, faulting in a huge page costs ~1 GB/s), so two blocks per core cost more CPU
-    than they saved (tp=1 cold convert, two cores: 4.39 -> 4.04 s of CPU with one)."""
+    than they saved (tp=1 cold convert, two cores: 4.81 -> 4.59 s of CPU with one)."""
     return PlaneRing(min(thread_count(0), RING_MAX_IN_FLIGHT) + 1)
 
 
