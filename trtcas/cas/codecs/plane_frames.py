@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from trtcas.cas import reused_buffers
 from trtcas.cas.codecs.frame import Frame, FrameHeader, PackedFrame, frame_head, head_length, pack_frame
 from trtcas.cas.codecs.planes import BLOCK_BYTES, PlaneRing, as_uint8, decode_block, encode_block, run_ordered
 from trtcas.cas.codecs.protocol import Buffer, CodecError, CorruptFrame
@@ -149,11 +150,12 @@ def _decode_into_array(frame: Frame, encoded: Buffer, target: np.ndarray, parent
 
 
 def decode_planes(frame: Frame, encoded: Buffer, size: int, parent: Buffer | None = None, threads: int = 0) -> memoryview:
-    """The content in a fresh buffer. numpy's (huge-page) allocation, not ``bytearray``:
-    a zeroed bytearray is first-touched a 4 KiB page at a time by the decoding threads,
-    which halved decode speed on two cores."""
+    """The content in a buffer of its own: numpy's (huge-page) allocation, not ``bytearray``
+    (a zeroed bytearray is first-touched a 4 KiB page at a time by the decoding threads,
+    which halved decode speed on two cores), or one given back inside
+    ``reused_buffers.reusing()``."""
     _check_size(frame, size)
-    out = np.empty(size, dtype=np.uint8)
+    out = reused_buffers.empty(size)
     _decode_into_array(frame, encoded, out, parent, threads)
     return memoryview(out)
 

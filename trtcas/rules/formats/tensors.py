@@ -22,6 +22,7 @@ from trtcas.cas.atomic import atomic_writer, fsync_file
 from trtcas.cas.digest import Digest
 from trtcas.cas.manifest import TensorEntry, TensorManifest
 from trtcas.cas.ordered_pool import ordered_results
+from trtcas.cas.reused_buffers import reusing
 from trtcas.errors import TrtcasError
 from trtcas.rules.formats.safetensors import (
     SlotFileWriter,
@@ -158,7 +159,7 @@ class SafetensorsOutput:
         if content is None:  # a plain blob reader: streamed, one tensor at a time
             write_streamed(dest, slots, ((e.name, _chunks(blobs, e)) for e in manifest.entries), mode=0o444)
             return
-        with atomic_writer(dest, mode=0o444) as pending, SlotFileWriter(pending.temp, slots) as writer, \
+        with reusing(), atomic_writer(dest, mode=0o444) as pending, SlotFileWriter(pending.temp, slots) as writer, \
                 ThreadPoolExecutor(max_workers=PLACE_DECODERS, thread_name_prefix="trtcas-place") as pool:
             decoded = ordered_results(pool, lambda entry: content(entry.digest), manifest.entries, PLACE_DECODERS)
             for entry, view in zip(manifest.entries, decoded, strict=True):
