@@ -13,6 +13,9 @@ run in a fresh cache and output dir, files in the page cache (the baselines' too
   each cold run is also paired with a ``cp -r`` + ``sync`` taken just before it, and the
   median of those per-run ratios is what ``acceptance`` quotes (this machine's disk speed
   drifts threefold within minutes, so a baseline taken once drifts away from the runs).
+- ``cache_hit_place``: with the checkpoint on, the output dir removed and the build run
+  again: the convert is a cache hit and the checkpoint is placed from the store (what a
+  teammate's cache gives a fresh machine), vs a paired ``cp -r`` + ``sync``.
 - ``noop``: the same build again, nothing changed, vs ``python -c pass``; and the same on a
   model 1/8 the size, to show it does not grow with the model.
 - ``store``: bytes of blobs in the cache vs the model's bytes.
@@ -168,7 +171,22 @@ def bench_convert(work: Path, hf: Path, repeat: int, base: dict[str, float], hf_
                 "store_bytes": blob_bytes(cache), "store_vs_model": ratio(blob_bytes(cache), hf_bytes, 3),
                 "output_dir_files": dir_files(work / f"out-{name}"),
             }
+            if checkpoint:
+                out[name]["cache_hit_place"] = bench_place_from_cache(work, hf, target, cache, tp, repeat)
     return out
+
+
+def bench_place_from_cache(work: Path, hf: Path, target: Path, cache: Path, tp: int, repeat: int) -> dict[str, Any]:
+    """The output dir removed, the same build: every convert a hit, the checkpoint placed
+    from the store; each run paired with its own ``cp -r`` + ``sync``."""
+    runs, paired = [], []
+    for _ in range(repeat):
+        fresh(work / f"out-{target.stem}")
+        copy_s = paired_cp_sync(work, hf)
+        runs.append(run_build(target, cache, convert_actions(tp))[0])
+        paired.append(runs[-1] / copy_s)
+    return {"place_s": round(statistics.median(runs), 3), "place_runs_s": [round(r, 3) for r in runs],
+            "place_vs_cp_r_sync_paired_median": round(statistics.median(paired), 2)}
 
 
 def bench_finetune(work: Path, sizes: dict, hf_bytes: int) -> dict[str, Any]:
