@@ -200,12 +200,12 @@ def test_an_output_dir_on_another_filesystem_gets_its_checkpoint_prepared_beside
 
 def test_a_prepared_dir_beside_the_output_dir_is_removed_once_abandoned(tmp_path):
     with tmpfs(tmp_path / "elsewhere", size="4m") as mount:
-        out = mount / "out"
+        out = mount / "out[1]"  # glob's special characters in the name are only characters
         gone = _finished_pid()
         old = time.time() - 2 * 3600
-        abandoned = mount / f".out.prepared-{gone}-0badc0de"
-        running = mount / f".out.prepared-{os.getpid()}-1badc0de"  # old, but its process is alive
-        recent = mount / f".out.prepared-{gone}-2badc0de"  # its process gone, but not yet an hour old
+        abandoned = mount / f".out[1].prepared-{gone}-0badc0de"
+        running = mount / f".out[1].prepared-{os.getpid()}-1badc0de"  # old, but its process is alive
+        recent = mount / f".out[1].prepared-{gone}-2badc0de"  # its process gone, but not yet an hour old
         for path in (abandoned, running, recent):
             (path / "writing-1").parent.mkdir()
             (path / "writing-1").write_bytes(b"half a checkpoint")

@@ -20,6 +20,7 @@ local scheduler offers them: a farm worker's files would be on another host.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -104,7 +105,7 @@ def remove_abandoned(output_dir: Path) -> None:
     keeps its own; should one on another host sharing this disk lose its files, it places
     them from the store instead (``move_into_place`` is then False)."""
     now = time.time()
-    for path in Path(output_dir).parent.glob(f".{Path(output_dir).name}.prepared-*"):
+    for path in Path(output_dir).parent.glob(f".{glob.escape(Path(output_dir).name)}.prepared-*"):
         match = re.fullmatch(rf"\.{re.escape(Path(output_dir).name)}\.prepared-(\d+)-[0-9a-f]+", path.name)
         try:
             if match is None or now - path.stat().st_mtime < ABANDONED_AFTER_S or pid_alive(int(match.group(1))):
