@@ -31,7 +31,6 @@ from trtcas.rules.formats.safetensors import (
     hash_tensors,
     numpy_dtype,
     raw_bytes,
-    write_streamed,
 )
 
 
@@ -114,12 +113,6 @@ def _same_tensors(a: TensorManifest, b: TensorManifest) -> bool:
     return view(a) == view(b)
 
 
-def _chunks(blobs: Any, entry: TensorEntry) -> Iterator[bytes]:
-    with blobs.open(entry.digest) as stream:
-        while chunk := stream.read(1 << 20):
-            yield chunk
-
-
 def _kind(algo: str) -> str:
     """The stat cache's name for "the manifest digest of a .safetensors file"."""
     return f"{algo}+safetensors-manifest"
@@ -155,13 +148,9 @@ class SafetensorsOutput:
         bound by the disk, as ``cp`` is, not by one thread doing each in turn)."""
         manifest = TensorManifest.from_bytes(blobs.get_bytes(digest))
         slots = [TensorSlot(e.name, dtype_code(e.dtype), e.shape) for e in manifest.entries]
-        content = getattr(blobs, "content_view", None)
-        if content is None:  # a plain blob reader: streamed, one tensor at a time
-            write_streamed(dest, slots, ((e.name, _chunks(blobs, e)) for e in manifest.entries), mode=0o444)
-            return
         with reusing(), atomic_writer(dest, mode=0o444) as pending, SlotFileWriter(pending.temp, slots) as writer, \
                 ThreadPoolExecutor(max_workers=PLACE_DECODERS, thread_name_prefix="trtcas-place") as pool:
-            decoded = ordered_results(pool, lambda entry: content(entry.digest), manifest.entries, PLACE_DECODERS)
+            decoded = ordered_results(pool, lambda entry: blobs.content_view(entry.digest), manifest.entries, PLACE_DECODERS)
             for entry, view in zip(manifest.entries, decoded, strict=True):
                 writer.write(entry.name, np.frombuffer(view, dtype=numpy_dtype(entry.dtype)).reshape(entry.shape))
             writer.finish()
